@@ -1,0 +1,263 @@
+"""The control REST API (/api/v1) and the workspace-level V2 endpoints, as a FastAPI app."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import yaml
+from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cluster.auth import Principal, Role
+from cluster.service import ControlService, current_service
+from deployments.errors import error_response
+from pipelines.errors import BadPayload, CorralError, InvalidInput, NotFound, NotReady, UnsupportedMediaType
+
+API = "/api/v1"
+log = logging.getLogger("corral.api")
+
+
+class WorkspaceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+
+
+class TokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: str
+
+
+class DeployIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int | None = None
+
+
+def service() -> ControlService:
+    return current_service()
+
+
+def principal(request: Request, svc: ControlService = Depends(service)) -> Principal:
+    header = request.headers.get("authorization", "")
+    token = header[7:].strip() if header[:7].lower() == "bearer " else None
+    return svc.registry.authenticate(token)
+
+
+async def read_upload(file: UploadFile, limit: int) -> bytes:
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        from pipelines.errors import PayloadTooLarge
+
+        raise PayloadTooLarge(f"upload is over {limit} bytes: raise CORRAL_MAX_PAYLOAD_BYTES to allow it")
+    if not data:
+        raise BadPayload("the uploaded file is empty")
+    return data
+
+
+def parse_spec_body(body: bytes, content_type: str) -> Any:
+    if not body.strip():
+        raise BadPayload("empty body: send a pipeline spec as JSON or YAML")
+    media = content_type.split(";")[0].strip().lower()
+    if media in ("application/json", ""):
+        import orjson
+
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BadPayload(f"the spec is not valid JSON: {exc}") from exc
+    if media in ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"):
+        try:
+            return yaml.safe_load(body)
+        except yaml.YAMLError as exc:
+            raise BadPayload(f"the spec is not valid YAML: {exc}") from exc
+    raise UnsupportedMediaType(f"send the spec as application/json or application/yaml, not {media!r}")
+
+
+def build_api() -> FastAPI:
+    app = FastAPI(
+        title="Corral",
+        version="0.1.0",
+        description="Control plane of Corral: workspaces, tokens, models, code, pipelines.",
+        openapi_url=f"{API}/openapi.json",
+        docs_url=f"{API}/docs",
+        redoc_url=None,
+    )
+
+    @app.exception_handler(CorralError)
+    async def _domain(_: Request, exc: CorralError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+        parts = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+        return JSONResponse({"error": "invalid request: " + "; ".join(parts)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        message = exc.detail if exc.status_code != 404 else "no such endpoint: see /api/v1/docs"
+        return JSONResponse({"error": message}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> Response:
+        log.exception("unexpected error in the control API", exc_info=exc)
+        message = f"internal error ({type(exc).__name__}: {exc}); see the corral-control replica log"
+        return JSONResponse({"error": message[:2000]}, status_code=500)
+
+    # --- workspaces and tokens --------------------------------------------------------------
+    @app.post(f"{API}/workspaces", status_code=201)
+    def create_workspace(
+        body: WorkspaceIn, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> dict[str, str]:
+        return {"name": svc.registry.create_workspace(who, body.name)}
+
+    @app.get(f"{API}/workspaces")
+    def list_workspaces(
+        who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> list[dict[str, str]]:
+        return [{"name": n} for n in svc.registry.list_workspaces(who)]
+
+    @app.post(f"{API}/workspaces/{{w}}/tokens", status_code=201)
+    def create_token(
+        w: str, body: TokenIn, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> dict[str, str]:
+        return {"token": svc.registry.create_token(who, w, body.role), "role": body.role}
+
+    # --- models and code ----------------------------------------------------------------------
+    @app.post(f"{API}/workspaces/{{w}}/models", status_code=201)
+    async def upload_model(
+        w: str,
+        name: str = Form(...),
+        file: UploadFile = File(...),
+        who: Principal = Depends(principal),
+        svc: ControlService = Depends(service),
+    ) -> dict[str, Any]:
+        who.require(w, Role.editor)
+        data = await read_upload(file, svc.settings.max_payload_bytes)
+        return await asyncio.to_thread(svc.registry.upload_model, who, w, name, data)
+
+    @app.get(f"{API}/workspaces/{{w}}/models")
+    def list_models(
+        w: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> list[dict[str, Any]]:
+        return svc.registry.list_models(who, w)
+
+    @app.get(f"{API}/workspaces/{{w}}/models/{{name}}")
+    def model_versions(
+        w: str, name: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> list[dict[str, Any]]:
+        return svc.registry.model_versions(who, w, name)
+
+    @app.post(f"{API}/workspaces/{{w}}/code", status_code=201)
+    async def upload_code(
+        w: str,
+        name: str = Form(...),
+        file: UploadFile = File(...),
+        who: Principal = Depends(principal),
+        svc: ControlService = Depends(service),
+    ) -> dict[str, Any]:
+        who.require(w, Role.editor)
+        data = await read_upload(file, svc.settings.max_payload_bytes)
+        return await asyncio.to_thread(svc.registry.upload_code, who, w, name, file.filename or "", data)
+
+    # --- pipelines ----------------------------------------------------------------------------
+    @app.put(f"{API}/workspaces/{{w}}/pipelines/{{p}}", status_code=201)
+    async def put_pipeline(
+        w: str,
+        p: str,
+        request: Request,
+        who: Principal = Depends(principal),
+        svc: ControlService = Depends(service),
+    ) -> Response:
+        who.require(w, Role.editor)
+        body = await request.body()
+        data = parse_spec_body(body, request.headers.get("content-type", ""))
+        version, created = await asyncio.to_thread(svc.registry.put_pipeline, who, w, p, data)
+        return JSONResponse({"name": p, "version": version}, status_code=201 if created else 200)
+
+    @app.get(f"{API}/workspaces/{{w}}/pipelines")
+    def list_pipelines(
+        w: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> list[dict[str, Any]]:
+        rows = svc.registry.list_pipelines(who, w)
+        for row in rows:
+            row["status"] = svc.deployer.status(w, row["name"], row["deployed"])
+        return rows
+
+    @app.get(f"{API}/workspaces/{{w}}/pipelines/{{p}}")
+    def get_pipeline(
+        w: str, p: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> dict[str, Any]:
+        return svc.describe_pipeline(who, w, p)
+
+    @app.get(f"{API}/workspaces/{{w}}/pipelines/{{p}}/versions")
+    def pipeline_versions(
+        w: str, p: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> list[dict[str, Any]]:
+        return svc.registry.pipeline_versions(who, w, p)
+
+    @app.post(f"{API}/workspaces/{{w}}/pipelines/{{p}}/deploy")
+    async def deploy(
+        w: str,
+        p: str,
+        request: Request,
+        who: Principal = Depends(principal),
+        svc: ControlService = Depends(service),
+    ) -> dict[str, Any]:
+        who.require(w, Role.editor)
+        body = await request.body()
+        try:
+            params = DeployIn.model_validate_json(body) if body.strip() else DeployIn()
+        except ValueError as exc:
+            raise InvalidInput(f'deploy body must be {{"version": <int>}} or empty: {exc}') from exc
+        return await svc.deploy(who, w, p, params.version)
+
+    @app.post(f"{API}/workspaces/{{w}}/pipelines/{{p}}/undeploy")
+    async def undeploy(
+        w: str, p: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> dict[str, Any]:
+        who.require(w, Role.editor)
+        await asyncio.to_thread(svc.registry.get_pipeline_version, who, w, p)
+        await svc.deployer.undeploy(w, p)
+        return {"name": p, "status": "undeployed"}
+
+    # --- workspace-level Open Inference Protocol ------------------------------------------------
+    @app.get("/ws/{w}/v2")
+    def server_metadata(
+        w: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> dict[str, Any]:
+        svc.registry.check_workspace(who, w, Role.viewer)
+        return {"name": f"corral/{w}", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
+
+    @app.get("/ws/{w}/v2/health/live")
+    @app.get("/ws/{w}/v2/health/ready")
+    def health(
+        w: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> dict[str, bool]:
+        svc.registry.check_workspace(who, w, Role.viewer)
+        return {"live": True, "ready": True}
+
+    @app.api_route("/ws/{w}/v2/models/{rest:path}", methods=["GET", "POST", "PUT", "DELETE"])
+    async def model_fallback(
+        w: str, rest: str, request: Request, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> Response:
+        # Reached when no pipeline app owns the path: unknown, not deployed, or the HTTP proxy has not
+        # caught up with a route that just changed (then the request is forwarded to the router).
+        await asyncio.to_thread(svc.registry.check_workspace, who, w, Role.viewer)
+        name = rest.split("/", 1)[0]
+        state = await asyncio.to_thread(svc.registry.pipeline_state, w, name)
+        if state is None:
+            raise NotFound(f"pipeline {name!r} not found in workspace {w!r}: list them with `corral pipelines list`")
+        if not state.deployed and svc.deployer.status(w, name, False) != "deploying":
+            raise NotFound(f"pipeline {name!r} is not deployed: deploy it with `corral pipelines deploy {name}`")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        forwarded = await svc.forward(w, name, request.method, request.url.path, headers, await request.body())
+        if forwarded is None:
+            raise NotReady(f"pipeline {name!r} is starting: retry in a few seconds", retry_after_s=2)
+        status, reply_headers, body = forwarded
+        return Response(body, status_code=status, headers=reply_headers)
+
+    return app

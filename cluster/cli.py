@@ -1,0 +1,327 @@
+"""The `corral` command line. Every command mirrors an SDK call; `--help` on each says how."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cluster.settings import CorralSettings
+
+app = typer.Typer(
+    help="Corral: serve ML pipelines (Python steps + ONNX models) on Ray.\n\n"
+    "Start with `corral up`, then `corral demo` for a guided tour, or see `corral COMMAND --help`.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(
+    help="Upload and list models (ONNX, or scikit-learn/XGBoost/LightGBM converted here)."
+)
+code_app = typer.Typer(help="Upload Python step code (a .py module or a .zip package) for `code:` steps.")
+pipelines_app = typer.Typer(help="Apply specs, deploy, undeploy, list pipelines and their versions.")
+ws_app = typer.Typer(help="Workspaces and their access tokens.")
+app.add_typer(models_app, name="models")
+app.add_typer(code_app, name="code")
+app.add_typer(pipelines_app, name="pipelines")
+app.add_typer(ws_app, name="workspaces")
+console = Console()
+err = Console(stderr=True)
+
+WorkspaceOpt = typer.Option("default", "--workspace", "-w", help="workspace to act in")
+
+
+def _client(workspace: str = "default") -> Any:
+    from cluster.sdk import Client
+
+    return Client(workspace=workspace)
+
+
+def _fail(exc: Exception) -> None:
+    from cluster.sdk import CorralAPIError
+
+    if isinstance(exc, CorralAPIError):
+        err.print(f"[red]error {exc.status}:[/red] {exc.message}")
+    else:
+        err.print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(1)
+
+
+def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    import httpx
+
+    from cluster.sdk import CorralAPIError
+
+    try:
+        return fn(*args, **kwargs)
+    except (CorralAPIError, ValueError, OSError) as exc:
+        _fail(exc)
+    except httpx.ConnectError:
+        err.print("[red]error:[/red] cannot reach Corral: is it up? Run `corral up` (or set CORRAL_URL)")
+        raise typer.Exit(1) from None
+
+
+def _say(message: str) -> None:
+    console.print(f"[cyan]•[/cyan] {message}")
+
+
+# --- lifecycle ----------------------------------------------------------------------------------
+@app.command()
+def up(
+    address: str = typer.Option(
+        None, help="join this Ray cluster (ray://… or host:port) instead of starting one"
+    ),
+) -> None:
+    """Start Corral: a local Ray head (or --address), Serve on port 8000, the control API, and every
+    pipeline that was deployed before."""
+    from cluster.lifecycle import LifecycleError
+    from cluster.lifecycle import up as do_up
+
+    settings = CorralSettings(ray_address=address) if address else CorralSettings()
+    try:
+        result = do_up(settings, _say)
+    except LifecycleError as exc:
+        _fail(exc)
+        return
+    console.print(f"\n[green]Corral is up[/green] at {result.url}")
+    console.print(f"  API docs:       {result.url}/api/v1/docs")
+    console.print(f"  Ray dashboard:  {result.dashboard_url}  (token: ~/.ray/auth_token)")
+    console.print(f"  admin token:    {settings.admin_token_path}")
+
+
+@app.command()
+def down() -> None:
+    """Stop Corral and the local Ray head it started. Deployed pipelines come back on `corral up`."""
+    from cluster.lifecycle import down as do_down
+
+    do_down(CorralSettings(), _say)
+    console.print("[green]Corral is down[/green]")
+
+
+@app.command()
+def status(workspace: str = WorkspaceOpt) -> None:
+    """Show the cluster, the pipelines and where to look (API docs, Ray dashboard, metrics)."""
+    from cluster.lifecycle import status as do_status
+
+    info = do_status(CorralSettings())
+    table = Table(show_header=False, box=None)
+    for key in ("ray", "url", "api_docs", "dashboard", "dashboard_token_file", "metrics", "home"):
+        if key in info:
+            table.add_row(key.replace("_", " "), str(info[key]))
+    console.print(table)
+    if info.get("ray") == "running":
+        from cluster.sdk import CorralAPIError
+
+        try:
+            _print_pipelines(_client(workspace).pipelines(), workspace)
+        except (CorralAPIError, OSError) as exc:
+            err.print(f"control API not answering: {exc}")
+    if info.get("ray") == "running":
+        console.print(
+            "Open the dashboard in a browser; its REST API needs header "
+            "'Authorization: Bearer <contents of ~/.ray/auth_token>'."
+        )
+
+
+@app.command()
+def demo(requests: int = typer.Option(300, help="single-row requests to send")) -> None:
+    """Start Corral, train a fraud model on synthetic data, deploy preprocess -> model -> threshold,
+    send real traffic and show what happened (about a minute)."""
+    from examples.demo import run_demo
+
+    run_demo(console, n_requests=requests)
+
+
+# --- workspaces ---------------------------------------------------------------------------------
+@ws_app.command("create")
+def ws_create(name: str) -> None:
+    """Create a workspace (admin token)."""
+    _run(_client().create_workspace, name)
+    console.print(f"created workspace [bold]{name}[/bold]")
+
+
+@ws_app.command("list")
+def ws_list() -> None:
+    """List the workspaces your token can see."""
+    for name in _run(_client().workspaces):
+        console.print(name)
+
+
+@ws_app.command("token")
+def ws_token(
+    role: str = typer.Argument(..., help="viewer | editor | owner"), workspace: str = WorkspaceOpt
+) -> None:
+    """Create a token with ROLE in a workspace (owner or admin). It is shown once: keep it."""
+    console.print(_run(_client(workspace).create_token, role))
+
+
+# --- models and code ------------------------------------------------------------------------------
+@models_app.command("upload")
+def models_upload(
+    name: str,
+    file: Path = typer.Argument(
+        ..., exists=True, help=".onnx, XGBoost .json/.ubj, LightGBM .txt, sklearn .pkl/.joblib"
+    ),
+    n_features: int = typer.Option(None, help="number of input features, if the file does not say"),
+    trust_pickle: bool = typer.Option(False, help="load a .pkl/.joblib (runs its code: only your own files)"),
+    workspace: str = WorkspaceOpt,
+) -> None:
+    """Upload a model as a new version of NAME (converted to ONNX here first when needed)."""
+    from corral.model_files import load_model_file
+
+    model = _run(load_model_file, file, trust_pickle=trust_pickle)
+    info = _run(_client(workspace).upload_model, name, model, n_features=n_features)
+    console.print(f"uploaded [bold]{info['name']}:{info['version']}[/bold] sha256 {info['sha256'][:12]}")
+    for kind in ("inputs", "outputs"):
+        for t in info[kind]:
+            console.print(f"  {kind[:-1]:6} {t['name']:20} {t['datatype']:6} {t['shape']}")
+
+
+@models_app.command("list")
+def models_list(workspace: str = WorkspaceOpt) -> None:
+    """List models (latest version of each)."""
+    table = Table("name", "version", "sha256", "inputs", "outputs")
+    for m in _run(_client(workspace).models):
+        table.add_row(m["name"], str(m["version"]), m["sha256"][:12], _sig(m["inputs"]), _sig(m["outputs"]))
+    console.print(table)
+
+
+@code_app.command("upload")
+def code_upload(
+    name: str, file: Path = typer.Argument(..., exists=True), workspace: str = WorkspaceOpt
+) -> None:
+    """Upload step code (editor): name it in a step as `code: NAME:VERSION`."""
+    info = _run(_client(workspace).upload_code, name, file)
+    console.print(f"uploaded code [bold]{info['name']}:{info['version']}[/bold] modules {info['modules']}")
+
+
+# --- pipelines ----------------------------------------------------------------------------------
+@pipelines_app.command("apply")
+def pipelines_apply(
+    name: str,
+    spec: Path = typer.Argument(..., exists=True, help="spec file, YAML or JSON"),
+    workspace: str = WorkspaceOpt,
+) -> None:
+    """Store SPEC as a new version of pipeline NAME (no new version if it is unchanged)."""
+    version = _run(_client(workspace).pipeline(name).apply, spec.read_text())
+    console.print(f"pipeline [bold]{name}[/bold] version {version}")
+
+
+@pipelines_app.command("deploy")
+def pipelines_deploy(
+    name: str,
+    version: int = typer.Option(None, help="an older version rolls back"),
+    workspace: str = WorkspaceOpt,
+) -> None:
+    """Deploy NAME (latest version, or --version) and wait until it serves."""
+    with console.status(f"deploying {name} (starting replicas)…"):
+        info = _run(_client(workspace).deploy, name, version)
+    console.print(f"[green]{name} version {info['version']} is {info['status']}[/green]")
+    console.print(f"  POST {_client(workspace).url}/ws/{workspace}/v2/models/{name}/infer")
+
+
+@pipelines_app.command("undeploy")
+def pipelines_undeploy(name: str, workspace: str = WorkspaceOpt) -> None:
+    """Stop serving NAME (its versions stay in the registry)."""
+    _run(_client(workspace).undeploy, name)
+    console.print(f"{name} undeployed")
+
+
+@pipelines_app.command("list")
+def pipelines_list(workspace: str = WorkspaceOpt) -> None:
+    """List pipelines with their latest and deployed versions."""
+    _print_pipelines(_run(_client(workspace).pipelines), workspace)
+
+
+@pipelines_app.command("versions")
+def pipelines_versions(name: str, workspace: str = WorkspaceOpt) -> None:
+    """List the versions of NAME."""
+    table = Table("version", "created", "variants")
+    for v in _run(_client(workspace).pipeline(name).versions):
+        table.add_row(str(v["version"]), v["created_at"][:19], ", ".join(v["spec"]["variants"]))
+    console.print(table)
+
+
+@pipelines_app.command("show")
+def pipelines_show(name: str, workspace: str = WorkspaceOpt) -> None:
+    """Show NAME's spec, status and traffic as JSON."""
+    console.print_json(json.dumps(_run(_client(workspace).pipeline(name).status)))
+
+
+@app.command()
+def infer(
+    name: str,
+    file: Path = typer.Argument(
+        ..., exists=True, help=".json (V2 or records), .csv, .parquet, .arrow/.feather"
+    ),
+    output: Path = typer.Option(None, "--output", "-o", help="write results here (.csv, .parquet, .json)"),
+    workspace: str = WorkspaceOpt,
+) -> None:
+    """Send FILE to pipeline NAME and print (or save) the result."""
+    import pandas as pd
+    import pyarrow as pa
+
+    data = _run(_read_input, file)
+    result = _run(_client(workspace).infer, name, data)
+    if isinstance(result, dict):
+        console.print_json(json.dumps(result))
+        return
+    frame = result.to_pandas() if isinstance(result, pa.Table) else pd.DataFrame(result)
+    if output:
+        _write_output(frame, output)
+        console.print(f"wrote {len(frame)} rows to {output}")
+    else:
+        console.print(frame.to_string(max_rows=50))
+
+
+def _read_input(path: Path) -> Any:
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else pd.DataFrame.from_records(data)
+    if suffix == ".csv":
+        return pd.read_csv(path)
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    if suffix in (".arrow", ".feather", ".ipc"):
+        table: pa.Table = feather.read_table(path)
+        return table
+    raise ValueError(f"cannot read {path.name}: use .json, .csv, .parquet or .arrow")
+
+
+def _write_output(frame: Any, path: Path) -> None:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif suffix == ".parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_json(path, orient="records")
+
+
+def _sig(tensors: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{t['name']}{t['shape']}" for t in tensors)
+
+
+def _print_pipelines(rows: list[dict[str, Any]], workspace: str) -> None:
+    table = Table("pipeline", "latest", "deployed", "status", title=f"workspace {workspace}")
+    for p in rows:
+        table.add_row(
+            p["name"], str(p["version"]), str(p.get("deployed_version") or "-"), p.get("status", "")
+        )
+    console.print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

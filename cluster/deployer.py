@@ -1,0 +1,171 @@
+"""Deploys pipeline versions as Serve applications and confirms them by polling, never by blocking."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Any
+
+import httpx
+from ray import serve
+
+from cluster.app_builder import build_app, router_config
+from cluster.registry import Registry
+from cluster.settings import CorralSettings
+from cluster.store.tables import PipelineVersion
+from deployments.names import PROBE_HEADER, app_name, route_prefix
+from pipelines.errors import InvalidInput, NotReady
+from pipelines.spec import PipelineSpec, TrafficSpec
+
+log = logging.getLogger("corral.deployer")
+POLL_S = 0.25
+
+
+class Deployer:
+    """serve.run / serve.delete of pipeline applications, one change at a time per pipeline."""
+
+    def __init__(self, settings: CorralSettings, registry: Registry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.probe = secrets.token_urlsafe(24)
+        self.locks: dict[str, asyncio.Lock] = {}
+        self.deploying: set[str] = set()
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+        self.local_url = f"http://{host}:{settings.port}"
+
+    def lock(self, app: str) -> asyncio.Lock:
+        return self.locks.setdefault(app, asyncio.Lock())
+
+    async def deploy(
+        self, workspace: str, name: str, pv: PipelineVersion, traffic: TrafficSpec | None = None
+    ) -> dict[str, Any]:
+        """Deploy `pv` (new, upgrade or rollback) and return once it answers HTTP; on failure restore the old one."""
+        app = app_name(workspace, name)
+        async with self.lock(app):
+            spec = PipelineSpec.model_validate(pv.spec)
+            traffic = traffic or spec.traffic
+            previous = await asyncio.to_thread(self.registry.pipeline_state, workspace, name)
+            self.deploying.add(app)
+            try:
+                await self._run(workspace, name, pv, spec, traffic)
+            except Exception:
+                await self._recover(workspace, name, previous)
+                raise
+            finally:
+                self.deploying.discard(app)
+            await asyncio.to_thread(self.registry.mark_deployed, workspace, name, pv.version, traffic)
+            return {"name": name, "version": pv.version, "status": "running", "traffic": traffic.model_dump()}
+
+    async def _run(
+        self, workspace: str, name: str, pv: PipelineVersion, spec: PipelineSpec, traffic: TrafficSpec
+    ) -> None:
+        app = app_name(workspace, name)
+        metadata = await asyncio.to_thread(self._metadata, workspace, name, pv, spec)
+        application = build_app(
+            workspace=workspace,
+            pipeline=name,
+            spec=spec,
+            resolved=pv.resolved,
+            router_user_config=router_config(pv.version, traffic, self.probe, metadata),
+            storage_uri=self.settings.artifacts_uri,
+            code_dir=self.settings.home / "code",
+            code_sources=self.registry.code_sources,
+            max_payload_bytes=self.settings.max_payload_bytes,
+        )
+        before = await asyncio.to_thread(_last_deployed, app)
+        await asyncio.to_thread(
+            serve.run, application, name=app, route_prefix=route_prefix(workspace, name), blocking=False
+        )
+        await self._wait_running(app, before)
+        await self._wait_http(workspace, name, pv.version)
+
+    async def _wait_running(self, app: str, before: float) -> None:
+        deadline = time.monotonic() + self.settings.deploy_timeout_s
+        while time.monotonic() < deadline:
+            status = await asyncio.to_thread(_app_status, app)
+            if status is not None and status["last_deployed"] > before:
+                if status["status"] == "RUNNING":
+                    return
+                if status["status"] in ("DEPLOY_FAILED", "UNHEALTHY"):
+                    detail = "; ".join(f"{k}: {v}" for k, v in status["deployments"].items())
+                    raise InvalidInput(f"pipeline failed to start: {status['message']} {detail}"[:3000])
+            await asyncio.sleep(POLL_S)
+        raise NotReady(f"pipeline {app} did not become ready in {self.settings.deploy_timeout_s:.0f} s", 10)
+
+    async def _wait_http(self, workspace: str, name: str, version: int) -> None:
+        """Serve says RUNNING before the HTTP proxy routes to it: wait until the route answers."""
+        url = f"{self.local_url}{route_prefix(workspace, name)}/ready"
+        deadline = time.monotonic() + 60
+        async with httpx.AsyncClient(timeout=5) as client:
+            while time.monotonic() < deadline:
+                try:
+                    reply = await client.get(url, headers={PROBE_HEADER: self.probe})
+                    if reply.status_code == 200 and reply.json().get("version") == version:
+                        return
+                except (httpx.HTTPError, ValueError):
+                    pass
+                await asyncio.sleep(POLL_S)
+        raise NotReady(f"pipeline {name} is running but its route {url} does not answer yet", 5)
+
+    async def _recover(self, workspace: str, name: str, previous: Any) -> None:
+        """After a failed deploy: put the version that was running back, or remove the broken app."""
+        app = app_name(workspace, name)
+        if previous is not None and previous.deployed and previous.deployed_version is not None:
+            log.warning("deploy of %s failed; restoring version %s", app, previous.deployed_version)
+            pv = await asyncio.to_thread(
+                self.registry.version_row, workspace, name, previous.deployed_version
+            )
+            try:
+                traffic = TrafficSpec.model_validate(previous.traffic) if previous.traffic else None
+                spec = PipelineSpec.model_validate(pv.spec)
+                await self._run(workspace, name, pv, spec, traffic or spec.traffic)
+            except Exception:
+                log.exception("could not restore %s version %s", app, previous.deployed_version)
+        else:
+            await asyncio.to_thread(serve.delete, app)
+
+    async def undeploy(self, workspace: str, name: str) -> None:
+        app = app_name(workspace, name)
+        async with self.lock(app):
+            await asyncio.to_thread(serve.delete, app)
+            await asyncio.to_thread(self.registry.mark_undeployed, workspace, name)
+
+    def _metadata(self, workspace: str, name: str, pv: PipelineVersion, spec: PipelineSpec) -> dict[str, Any]:
+        from cluster.metadata import pipeline_metadata
+
+        return pipeline_metadata(name, pv.version, spec, self.registry.model_signatures(pv.resolved))
+
+    def status(self, workspace: str, name: str, deployed: bool) -> str:
+        app = app_name(workspace, name)
+        if app in self.deploying:
+            return "deploying"
+        if not deployed:
+            return "undeployed"
+        status = _app_status(app)
+        if status is None:
+            return "not running"
+        return {"RUNNING": "running", "DEPLOYING": "deploying"}.get(
+            status["status"], status["status"].lower()
+        )
+
+
+def _app_status(app: str) -> dict[str, Any] | None:
+    overview = serve.status().applications.get(app)
+    if overview is None:
+        return None
+    return {
+        "status": str(getattr(overview.status, "value", overview.status)),
+        "message": overview.message or "",
+        "last_deployed": overview.last_deployed_time_s or 0.0,
+        "deployments": {
+            name: str(getattr(d.status, "value", d.status)) + (f": {d.message}" if d.message else "")
+            for name, d in overview.deployments.items()
+        },
+    }
+
+
+def _last_deployed(app: str) -> float:
+    status = _app_status(app)
+    return status["last_deployed"] if status else 0.0

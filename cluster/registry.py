@@ -1,0 +1,432 @@
+"""The registry: workspaces, tokens, models, code and pipeline versions, on the store.
+
+Every method is one transaction: it either changes the store completely or not at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from cluster import code_packages
+from cluster.auth import Principal, Role, hash_token, new_token
+from cluster.convert import describe_onnx
+from cluster.store.artifacts import ArtifactStore
+from cluster.store.db import Database
+from cluster.store.tables import CodeVersion, ModelVersion, Pipeline, PipelineVersion, Token, Workspace
+from pipelines.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from pipelines.spec import PipelineSpec, TrafficSpec, check_name, parse_model_ref
+from pipelines.validation import ModelSignature, validate_pipeline
+
+
+def spec_errors(exc: ValidationError) -> str:
+    """pydantic's errors as one readable line per problem, with where it is."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "spec"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_spec(data: Any) -> PipelineSpec:
+    try:
+        return PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(f"invalid pipeline spec: {spec_errors(exc)}") from exc
+
+
+@dataclass(frozen=True)
+class ResolvedStep:
+    """What a replica needs to build a step: exact model artifact or code artifact."""
+
+    model_sha256: str | None
+    model_ref: str | None
+    code_sha256: str | None
+    code_filename: str | None
+
+
+class Registry:
+    """All reads and writes of the registry database and the artifact store."""
+
+    def __init__(self, db: Database, artifacts: ArtifactStore) -> None:
+        self.db = db
+        self.artifacts = artifacts
+
+    # --- auth -------------------------------------------------------------------------------
+    def ensure_admin(self, token_hash: str) -> None:
+        with self.db.session() as s:
+            if s.get(Token, token_hash) is None:
+                s.add(Token(token_hash=token_hash, workspace=None, role=Role.admin.name))
+            if s.get(Workspace, "default") is None:
+                s.add(Workspace(name="default"))
+
+    def authenticate(self, token: str | None) -> Principal:
+        return self.principal_for_hash(hash_token(token) if token else None)
+
+    def principal_for_hash(self, token_hash: str | None) -> Principal:
+        if not token_hash:
+            raise Unauthenticated("missing token: send the header 'Authorization: Bearer <token>'")
+        with self.db.session() as s:
+            row = s.get(Token, token_hash)
+            if row is None:
+                raise Unauthenticated("unknown token: check it, or ask a workspace owner for a new one")
+            return Principal(Role.parse(row.role), row.workspace)
+
+    # --- workspaces and tokens ----------------------------------------------------------------
+    def create_workspace(self, who: Principal, name: str) -> str:
+        if not who.is_admin:
+            raise Forbidden("creating workspaces needs the admin token (in $CORRAL_HOME/admin-token)")
+        try:
+            check_name("workspace", name)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+        with self.db.session() as s:
+            if s.get(Workspace, name) is not None:
+                raise Conflict(f"workspace {name!r} already exists: pick another name or use it")
+            s.add(Workspace(name=name))
+        return name
+
+    def list_workspaces(self, who: Principal) -> list[str]:
+        with self.db.session() as s:
+            names = list(s.scalars(select(Workspace.name).order_by(Workspace.name)))
+        return [n for n in names if who.can_see(n)]
+
+    def check_workspace(self, who: Principal, workspace: str, role: Role) -> None:
+        who.require(workspace, role)
+        with self.db.session() as s:
+            if s.get(Workspace, workspace) is None:
+                raise NotFound(
+                    f"workspace {workspace!r} not found: create it with `corral workspaces create`"
+                )
+
+    def create_token(self, who: Principal, workspace: str, role_name: str) -> str:
+        self.check_workspace(who, workspace, Role.owner)
+        try:
+            role = Role.parse(role_name)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+        if role is Role.admin:
+            raise InvalidInput("workspace tokens can be viewer, editor or owner, not admin")
+        token = new_token()
+        with self.db.session() as s:
+            s.add(Token(token_hash=hash_token(token), workspace=workspace, role=role.name))
+        return token
+
+    # --- models -------------------------------------------------------------------------------
+    def upload_model(self, who: Principal, workspace: str, name: str, data: bytes) -> dict[str, Any]:
+        self.check_workspace(who, workspace, Role.editor)
+        try:
+            check_name("model", name)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+        inputs, outputs = describe_onnx(data)  # raises InvalidInput before anything is written
+        digest = self.artifacts.put(data)
+        with self.db.session() as s:
+            latest = _latest_model(s, workspace, name)
+            if latest is not None and latest.sha256 == digest:
+                return _model_dict(latest)
+            version = (latest.version + 1) if latest else 1
+            row = ModelVersion(
+                workspace=workspace, name=name, version=version, sha256=digest, inputs=inputs, outputs=outputs
+            )
+            s.add(row)
+            s.flush()
+            return _model_dict(row)
+
+    def list_models(self, who: Principal, workspace: str) -> list[dict[str, Any]]:
+        self.check_workspace(who, workspace, Role.viewer)
+        with self.db.session() as s:
+            rows = s.scalars(
+                select(ModelVersion)
+                .where(ModelVersion.workspace == workspace)
+                .order_by(ModelVersion.name, ModelVersion.version)
+            )
+            latest: dict[str, dict[str, Any]] = {}
+            for row in rows:
+                latest[row.name] = _model_dict(row)
+            return list(latest.values())
+
+    def model_versions(self, who: Principal, workspace: str, name: str) -> list[dict[str, Any]]:
+        self.check_workspace(who, workspace, Role.viewer)
+        with self.db.session() as s:
+            rows = list(
+                s.scalars(
+                    select(ModelVersion)
+                    .where(ModelVersion.workspace == workspace, ModelVersion.name == name)
+                    .order_by(ModelVersion.version)
+                )
+            )
+            if not rows:
+                raise NotFound(f"model {name!r} not found in workspace {workspace!r}: upload it first")
+            return [_model_dict(r) for r in rows]
+
+    def resolve_model(self, s: Session, workspace: str, ref: str) -> ModelVersion:
+        try:
+            name, version = parse_model_ref(ref)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+        if version is None:
+            row = _latest_model(s, workspace, name)
+        else:
+            row = s.scalars(
+                select(ModelVersion).where(
+                    ModelVersion.workspace == workspace,
+                    ModelVersion.name == name,
+                    ModelVersion.version == version,
+                )
+            ).first()
+        if row is None:
+            raise InvalidInput(
+                f"model {ref!r} is not in workspace {workspace!r}: upload it (corral models upload) "
+                "or fix the name:version"
+            )
+        return row
+
+    # --- code ---------------------------------------------------------------------------------
+    def upload_code(
+        self, who: Principal, workspace: str, name: str, filename: str, data: bytes
+    ) -> dict[str, Any]:
+        self.check_workspace(who, workspace, Role.editor)
+        try:
+            check_name("code", name)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+        sources = code_packages.read_sources(filename, data)
+        modules = code_packages.top_level_modules(sources)
+        digest = self.artifacts.put(data)
+        with self.db.session() as s:
+            latest = s.scalars(
+                select(CodeVersion)
+                .where(CodeVersion.workspace == workspace, CodeVersion.name == name)
+                .order_by(CodeVersion.version.desc())
+            ).first()
+            if latest is not None and latest.sha256 == digest:
+                return {"name": name, "version": latest.version, "sha256": digest, "modules": latest.modules}
+            version = (latest.version + 1) if latest else 1
+            s.add(
+                CodeVersion(
+                    workspace=workspace,
+                    name=name,
+                    version=version,
+                    sha256=digest,
+                    filename=filename,
+                    modules=modules,
+                )
+            )
+        return {"name": name, "version": version, "sha256": digest, "modules": modules}
+
+    def resolve_code(self, s: Session, workspace: str, ref: str) -> CodeVersion:
+        name, _, version = ref.partition(":")
+        query = select(CodeVersion).where(CodeVersion.workspace == workspace, CodeVersion.name == name)
+        if version:
+            if not version.isdigit():
+                raise InvalidInput(f"code version in {ref!r} must be a number, like '{name}:1'")
+            query = query.where(CodeVersion.version == int(version))
+        row = s.scalars(query.order_by(CodeVersion.version.desc())).first()
+        if row is None:
+            raise InvalidInput(
+                f"code {ref!r} is not in workspace {workspace!r}: upload it with `corral code upload`"
+            )
+        return row
+
+    def code_sources(self, sha256: str, filename: str) -> dict[str, str]:
+        return code_packages.read_sources(filename, self.artifacts.get(sha256))
+
+    # --- pipelines ----------------------------------------------------------------------------
+    def put_pipeline(self, who: Principal, workspace: str, name: str, data: Any) -> tuple[int, bool]:
+        """Validate a spec and store it as a new immutable version; identical to latest -> no new version."""
+        self.check_workspace(who, workspace, Role.editor)
+        try:
+            check_name("pipeline", name)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+        spec = parse_spec(data)
+        canonical = spec.model_dump(mode="json", exclude_defaults=False)
+        with self.db.session() as s:
+            resolved = self._resolve(s, workspace, spec)
+            latest = _latest_pipeline(s, workspace, name)
+            if latest is not None and latest.spec == canonical and latest.resolved == resolved:
+                return latest.version, False
+            version = (latest.version + 1) if latest else 1
+            s.add(
+                PipelineVersion(
+                    workspace=workspace, name=name, version=version, spec=canonical, resolved=resolved
+                )
+            )
+            if s.get(Pipeline, (workspace, name)) is None:
+                s.add(Pipeline(workspace=workspace, name=name, deployed=False))
+        return version, True
+
+    def _resolve(self, s: Session, workspace: str, spec: PipelineSpec) -> dict[str, Any]:
+        """Pin every model and code ref to an exact version, and check the chain lines up."""
+        resolved: dict[str, Any] = {}
+        signatures: dict[str, ModelSignature] = {}
+        code: dict[str, dict[str, str]] = {}
+        for variant, vspec in spec.variants.items():
+            for step in vspec.steps:
+                key = f"{variant}.{step.name}"
+                if step.model is not None:
+                    row = self.resolve_model(s, workspace, step.model)
+                    resolved[key] = {"model": f"{row.name}:{row.version}", "sha256": row.sha256}
+                    signatures[key] = ModelSignature(row.inputs, row.outputs)
+                elif step.code is not None:
+                    row_c = self.resolve_code(s, workspace, step.code)
+                    sources = self.code_sources(row_c.sha256, row_c.filename)
+                    assert step.python is not None
+                    if not code_packages.defines_class(sources, step.python):
+                        raise InvalidInput(
+                            f"step {key!r}: code {row_c.name}:{row_c.version} has no top-level class for "
+                            f"{step.python!r} (it provides modules {row_c.modules})"
+                        )
+                    resolved[key] = {
+                        "code": f"{row_c.name}:{row_c.version}",
+                        "sha256": row_c.sha256,
+                        "filename": row_c.filename,
+                    }
+                    code[key] = sources
+        validate_pipeline(spec, signatures, uploaded_steps=set(code))
+        return resolved
+
+    def get_pipeline_version(
+        self, who: Principal, workspace: str, name: str, version: int | None = None
+    ) -> PipelineVersion:
+        self.check_workspace(who, workspace, Role.viewer)
+        with self.db.session() as s:
+            if version is None:
+                row = _latest_pipeline(s, workspace, name)
+            else:
+                row = s.scalars(
+                    select(PipelineVersion).where(
+                        PipelineVersion.workspace == workspace,
+                        PipelineVersion.name == name,
+                        PipelineVersion.version == version,
+                    )
+                ).first()
+            if row is None:
+                what = f"pipeline {name!r}" + (f" version {version}" if version else "")
+                raise NotFound(
+                    f"{what} not found in workspace {workspace!r}: list them with `corral pipelines list`"
+                )
+            return row
+
+    def version_row(self, workspace: str, name: str, version: int) -> PipelineVersion:
+        with self.db.session() as s:
+            row = s.scalars(
+                select(PipelineVersion).where(
+                    PipelineVersion.workspace == workspace,
+                    PipelineVersion.name == name,
+                    PipelineVersion.version == version,
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"pipeline {name!r} version {version} not found in workspace {workspace!r}")
+        return row
+
+    def model_signatures(self, resolved: dict[str, Any]) -> dict[str, ModelSignature]:
+        """Signatures of the models a resolved pipeline version pins, by "variant.step"."""
+        out = {}
+        with self.db.session() as s:
+            for key, pinned in resolved.items():
+                if "model" in pinned:
+                    row = s.scalars(
+                        select(ModelVersion).where(ModelVersion.sha256 == pinned["sha256"])
+                    ).first()
+                    if row is not None:
+                        out[key] = ModelSignature(row.inputs, row.outputs)
+        return out
+
+    def pipeline_state(self, workspace: str, name: str) -> Pipeline | None:
+        with self.db.session() as s:
+            return s.get(Pipeline, (workspace, name))
+
+    def list_pipelines(self, who: Principal, workspace: str) -> list[dict[str, Any]]:
+        self.check_workspace(who, workspace, Role.viewer)
+        with self.db.session() as s:
+            latest = dict(
+                s.execute(
+                    select(PipelineVersion.name, func.max(PipelineVersion.version))
+                    .where(PipelineVersion.workspace == workspace)
+                    .group_by(PipelineVersion.name)
+                ).all()
+            )
+            states = {p.name: p for p in s.scalars(select(Pipeline).where(Pipeline.workspace == workspace))}
+        return [
+            {
+                "name": name,
+                "version": version,
+                "deployed": bool(states[name].deployed) if name in states else False,
+                "deployed_version": states[name].deployed_version if name in states else None,
+            }
+            for name, version in sorted(latest.items())
+        ]
+
+    def pipeline_versions(self, who: Principal, workspace: str, name: str) -> list[dict[str, Any]]:
+        self.check_workspace(who, workspace, Role.viewer)
+        with self.db.session() as s:
+            rows = list(
+                s.scalars(
+                    select(PipelineVersion)
+                    .where(PipelineVersion.workspace == workspace, PipelineVersion.name == name)
+                    .order_by(PipelineVersion.version)
+                )
+            )
+        if not rows:
+            raise NotFound(f"pipeline {name!r} not found in workspace {workspace!r}")
+        return [{"version": r.version, "created_at": r.created_at.isoformat(), "spec": r.spec} for r in rows]
+
+    def mark_deployed(self, workspace: str, name: str, version: int, traffic: TrafficSpec) -> None:
+        with self.db.session() as s:
+            row = s.get(Pipeline, (workspace, name))
+            if row is None:
+                row = Pipeline(workspace=workspace, name=name)
+                s.add(row)
+            row.deployed = True
+            row.deployed_version = version
+            row.traffic = traffic.model_dump(mode="json")
+
+    def mark_undeployed(self, workspace: str, name: str) -> None:
+        with self.db.session() as s:
+            row = s.get(Pipeline, (workspace, name))
+            if row is not None:
+                row.deployed = False
+
+    def deployed_pipelines(self) -> list[Pipeline]:
+        with self.db.session() as s:
+            return list(s.scalars(select(Pipeline).where(Pipeline.deployed.is_(True))))
+
+    def verify_access(self, token_hash: str | None, workspace: str, pipeline: str) -> Role:
+        """For routers: the caller's role on a workspace's pipeline, or the same errors as the API."""
+        who = self.principal_for_hash(token_hash)
+        who.require(workspace, Role.viewer)
+        return who.role
+
+
+def _latest_model(s: Session, workspace: str, name: str) -> ModelVersion | None:
+    return s.scalars(
+        select(ModelVersion)
+        .where(ModelVersion.workspace == workspace, ModelVersion.name == name)
+        .order_by(ModelVersion.version.desc())
+    ).first()
+
+
+def _latest_pipeline(s: Session, workspace: str, name: str) -> PipelineVersion | None:
+    return s.scalars(
+        select(PipelineVersion)
+        .where(PipelineVersion.workspace == workspace, PipelineVersion.name == name)
+        .order_by(PipelineVersion.version.desc())
+    ).first()
+
+
+def _model_dict(row: ModelVersion) -> dict[str, Any]:
+    return {
+        "name": row.name,
+        "version": row.version,
+        "sha256": row.sha256,
+        "inputs": row.inputs,
+        "outputs": row.outputs,
+        "created_at": row.created_at.isoformat() if row.created_at else None,
+    }

@@ -1,0 +1,214 @@
+"""Python SDK: `corral.Client(url, token)` for data scientists, over the public HTTP API."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow as pa
+
+from cluster.settings import CorralSettings
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+
+
+class CorralAPIError(RuntimeError):
+    """An error reply from Corral: `status` is the HTTP status, `message` says what to fix."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class Client:
+    """A connection to Corral, scoped to one workspace (default `default`).
+
+    `token` defaults to $CORRAL_TOKEN, then the admin token file written by `corral up`.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        workspace: str = "default",
+        timeout: float = 600,
+    ) -> None:
+        settings = CorralSettings()
+        self.url = (url or settings.base_url).rstrip("/")
+        if token is None:
+            token = settings.token
+        if token is None and settings.admin_token_path.exists():
+            token = settings.admin_token_path.read_text().strip()
+        self.workspace = workspace
+        self._http = httpx.Client(
+            base_url=self.url, headers={"authorization": f"Bearer {token}"} if token else {}, timeout=timeout
+        )
+
+    # --- plumbing ---------------------------------------------------------------------------------
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        reply = self._http.request(method, path, **kwargs)
+        if reply.status_code >= 400:
+            try:
+                message = reply.json().get("error", reply.text)
+            except ValueError:
+                message = reply.text
+            raise CorralAPIError(reply.status_code, message)
+        return reply
+
+    def _ws(self, workspace: str | None = None) -> str:
+        return f"/api/v1/workspaces/{workspace or self.workspace}"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    # --- workspaces and tokens ----------------------------------------------------------------
+    def create_workspace(self, name: str) -> dict[str, Any]:
+        return self.request("POST", "/api/v1/workspaces", json={"name": name}).json()  # type: ignore[no-any-return]
+
+    def workspaces(self) -> list[str]:
+        return [w["name"] for w in self.request("GET", "/api/v1/workspaces").json()]
+
+    def create_token(self, role: str, workspace: str | None = None) -> str:
+        return self.request("POST", f"{self._ws(workspace)}/tokens", json={"role": role}).json()["token"]  # type: ignore[no-any-return]
+
+    # --- models and code ----------------------------------------------------------------------
+    def upload_model(
+        self, name: str, model: Any, *, n_features: int | None = None, sample: Any = None
+    ) -> dict[str, Any]:
+        """Upload an ONNX model (bytes, path, ModelProto) or a scikit-learn/XGBoost/LightGBM model,
+        converted to ONNX here on the client. Returns `{name, version, sha256, inputs, outputs}`."""
+        from cluster.convert import to_onnx
+
+        data = to_onnx(model, n_features=n_features, sample=sample)
+        files = {"file": (f"{name}.onnx", data, "application/octet-stream")}
+        return self.request("POST", f"{self._ws()}/models", data={"name": name}, files=files).json()  # type: ignore[no-any-return]
+
+    def models(self) -> list[dict[str, Any]]:
+        return self.request("GET", f"{self._ws()}/models").json()  # type: ignore[no-any-return]
+
+    def model_versions(self, name: str) -> list[dict[str, Any]]:
+        return self.request("GET", f"{self._ws()}/models/{name}").json()  # type: ignore[no-any-return]
+
+    def upload_code(self, name: str, path: str | Path) -> dict[str, Any]:
+        """Upload step code: a `.py` module or a `.zip` package; name it in a step's `code:`."""
+        path = Path(path)
+        files = {"file": (path.name, path.read_bytes(), "application/octet-stream")}
+        return self.request("POST", f"{self._ws()}/code", data={"name": name}, files=files).json()  # type: ignore[no-any-return]
+
+    # --- pipelines ----------------------------------------------------------------------------
+    def pipeline(self, name: str, spec: dict[str, Any] | None = None) -> Pipeline:
+        """A handle on pipeline `name`; with `spec`, the spec is applied (a new version if it changed)."""
+        pipeline = Pipeline(self, name)
+        if spec is not None:
+            pipeline.apply(spec)
+        return pipeline
+
+    def pipelines(self) -> list[dict[str, Any]]:
+        return self.request("GET", f"{self._ws()}/pipelines").json()  # type: ignore[no-any-return]
+
+    def deploy(self, name: str, version: int | None = None) -> dict[str, Any]:
+        return Pipeline(self, name).deploy(version)
+
+    def undeploy(self, name: str) -> dict[str, Any]:
+        return Pipeline(self, name).undeploy()
+
+    def infer(self, name: str, data: Any, split_key: str | None = None) -> Any:
+        return Pipeline(self, name).infer(data, split_key=split_key)
+
+    def status(self) -> dict[str, Any]:
+        return {"url": self.url, "workspace": self.workspace, "pipelines": self.pipelines()}
+
+
+class Pipeline:
+    """A pipeline in the client's workspace. Build it step by step, or apply a whole spec."""
+
+    def __init__(self, client: Client, name: str) -> None:
+        self.client = client
+        self.name = name
+        self._draft: dict[str, Any] = {"variants": {}}
+
+    @property
+    def _path(self) -> str:
+        return f"{self.client._ws()}/pipelines/{self.name}"
+
+    def add_step(
+        self,
+        name: str,
+        *,
+        python: str | None = None,
+        model: str | None = None,
+        variant: str = "main",
+        **options: Any,
+    ) -> Pipeline:
+        """Append a step to a variant of the draft spec (then `apply()`); options as in the spec."""
+        step = {
+            "name": name,
+            **({"python": python} if python else {}),
+            **({"model": model} if model else {}),
+            **options,
+        }
+        self._draft["variants"].setdefault(variant, {"steps": []})["steps"].append(step)
+        return self
+
+    def apply(self, spec: dict[str, Any] | str | None = None) -> int:
+        """Store `spec` (a dict, or YAML text), or the draft built with add_step; returns the version."""
+        if isinstance(spec, str):
+            reply = self.client.request(
+                "PUT", self._path, content=spec, headers={"content-type": "application/yaml"}
+            )
+        else:
+            reply = self.client.request("PUT", self._path, json=spec if spec is not None else self._draft)
+        return int(reply.json()["version"])
+
+    def deploy(self, version: int | None = None) -> dict[str, Any]:
+        """Deploy the latest version (or `version`: an older one rolls back); returns once it serves."""
+        body = {"version": version} if version is not None else {}
+        return self.client.request("POST", f"{self._path}/deploy", json=body).json()  # type: ignore[no-any-return]
+
+    def undeploy(self) -> dict[str, Any]:
+        return self.client.request("POST", f"{self._path}/undeploy").json()  # type: ignore[no-any-return]
+
+    def status(self) -> dict[str, Any]:
+        return self.client.request("GET", self._path).json()  # type: ignore[no-any-return]
+
+    def versions(self) -> list[dict[str, Any]]:
+        return self.client.request("GET", f"{self._path}/versions").json()  # type: ignore[no-any-return]
+
+    def infer(self, data: Any, split_key: str | None = None) -> Any:
+        """Run the pipeline on a pandas.DataFrame, pyarrow.Table, dict of columns, or V2 request dict;
+        the result comes back as the same type (Arrow on the wire, so dtypes survive)."""
+        import pandas as pd
+
+        url = f"/ws/{self.client.workspace}/v2/models/{self.name}/infer"
+        headers = {"x-corral-split-key": split_key} if split_key else {}
+        if isinstance(data, dict) and "inputs" in data:
+            return self.client.request("POST", url, json=data, headers=headers).json()
+        if isinstance(data, pd.DataFrame):
+            table = pa.Table.from_pandas(data, preserve_index=False)
+        elif isinstance(data, pa.Table):
+            table = data
+        elif isinstance(data, dict):
+            table = pa.table(data)
+        else:
+            raise TypeError(f"infer() takes a DataFrame, pyarrow.Table or dict, not {type(data).__name__}")
+        sink = io.BytesIO()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        reply = self.client.request(
+            "POST", url, content=sink.getvalue(), headers={"content-type": ARROW_STREAM, **headers}
+        )
+        result = pa.ipc.open_stream(reply.content).read_all()
+        if isinstance(data, pd.DataFrame):
+            return result.to_pandas()
+        if isinstance(data, dict):
+            return result.to_pydict()
+        return result

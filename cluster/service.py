@@ -1,0 +1,107 @@
+"""The control service: registry + deployer behind the REST API, one per control replica."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ray import serve
+
+from cluster.auth import Principal, Role
+from cluster.deployer import Deployer
+from cluster.registry import Registry
+from cluster.settings import CorralSettings
+from cluster.store.artifacts import ArtifactStore
+from cluster.store.db import Database
+from deployments.names import app_name
+from pipelines.errors import CorralError
+from pipelines.spec import TrafficSpec
+
+log = logging.getLogger("corral.control")
+_current: ControlService | None = None
+
+
+def current_service() -> ControlService:
+    if _current is None:
+        raise RuntimeError("the control service is not started in this process")
+    return _current
+
+
+class ControlService:
+    """Owns the store; deploys, undeploys and restores pipeline applications."""
+
+    def __init__(self, settings: CorralSettings, admin_token_hash: str | None = None) -> None:
+        global _current
+        self.settings = settings
+        settings.home.mkdir(parents=True, exist_ok=True)
+        self.registry = Registry(Database(settings.db_url), ArtifactStore(settings.artifacts_uri))
+        if admin_token_hash:
+            self.registry.ensure_admin(admin_token_hash)
+        self.deployer = Deployer(settings, self.registry)
+        _current = self
+
+    async def deploy(self, who: Principal, workspace: str, name: str, version: int | None) -> dict[str, Any]:
+        who.require(workspace, Role.editor)
+        pv = await asyncio.to_thread(self.registry.get_pipeline_version, who, workspace, name, version)
+        return await self.deployer.deploy(workspace, name, pv)
+
+    def describe_pipeline(self, who: Principal, workspace: str, name: str) -> dict[str, Any]:
+        latest = self.registry.get_pipeline_version(who, workspace, name)
+        state = self.registry.pipeline_state(workspace, name)
+        deployed = bool(state and state.deployed)
+        version = state.deployed_version if deployed and state and state.deployed_version else latest.version
+        row = latest if version == latest.version else self.registry.version_row(workspace, name, version)
+        return {
+            "name": name,
+            "version": version,
+            "latest_version": latest.version,
+            "spec": row.spec,
+            "status": self.deployer.status(workspace, name, deployed),
+            "traffic": (state.traffic if deployed and state and state.traffic else row.spec.get("traffic")),
+        }
+
+    async def forward(
+        self, workspace: str, name: str, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes] | None:
+        """Hand a request to the pipeline's router through a handle; None when it is not running."""
+        if await asyncio.to_thread(self.deployer.status, workspace, name, True) != "running":
+            return None
+        handle = await asyncio.to_thread(serve.get_app_handle, app_name(workspace, name))
+        try:
+            result: tuple[int, dict[str, str], bytes] = await handle.handle_http.remote(method, path, headers, body)
+        except Exception as exc:
+            log.warning("forwarding to %s/%s failed: %s", workspace, name, exc)
+            return None
+        return result
+
+    async def restore(self) -> list[dict[str, Any]]:
+        """Deploy again every pipeline the store marks as deployed, with its stored traffic."""
+        results = []
+        for state in await asyncio.to_thread(self.registry.deployed_pipelines):
+            assert state.deployed_version is not None
+            try:
+                pv = await asyncio.to_thread(
+                    self.registry.version_row, state.workspace, state.name, state.deployed_version
+                )
+                traffic = TrafficSpec.model_validate(state.traffic) if state.traffic else None
+                await self.deployer.deploy(state.workspace, state.name, pv, traffic)
+                results.append(
+                    {
+                        "workspace": state.workspace,
+                        "name": state.name,
+                        "version": pv.version,
+                        "status": "running",
+                    }
+                )
+            except CorralError as exc:
+                log.error("could not restore %s/%s: %s", state.workspace, state.name, exc.message)
+                results.append(
+                    {
+                        "workspace": state.workspace,
+                        "name": state.name,
+                        "status": "failed",
+                        "error": exc.message,
+                    }
+                )
+        return results

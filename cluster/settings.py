@@ -1,0 +1,56 @@
+"""The one settings class. Nothing else in Corral reads the environment."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CorralSettings(BaseSettings):
+    """Every knob of Corral, read from `CORRAL_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="ignore")
+
+    home: Path = Field(default=Path("~/.corral"), description="state: registry DB, artifacts, logs, tokens")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite under home")
+    storage_uri: str | None = Field(default=None, description="artifact store URI; default home/artifacts")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    url: str | None = Field(default=None, description="where clients reach Corral; default http://host:port")
+    ray_address: str | None = Field(default=None, description="existing Ray cluster; default start one")
+    num_cpus: int = Field(default=16, ge=1, description="logical CPUs of a local Ray head")
+    num_gpus: int = Field(default=0, ge=0, description="logical GPUs of a local Ray head (testing placement)")
+    dashboard_port: int = 8265
+    metrics_port: int = Field(default=8080, description="Ray's Prometheus metrics export port")
+    max_payload_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    deploy_timeout_s: float = Field(default=300, gt=0)
+    token: str | None = Field(default=None, description="SDK/CLI token; default the admin token file")
+
+    @field_validator("home")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'corral.db'}"
+
+    @property
+    def artifacts_uri(self) -> str:
+        return self.storage_uri or str(self.home / "artifacts")
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.home / "admin-token"
+
+    @property
+    def base_url(self) -> str:
+        return self.url or f"http://{self.host}:{self.port}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> CorralSettings:
+    return CorralSettings()

@@ -1,0 +1,1 @@
+"""Registry database and content-addressed artifact store."""

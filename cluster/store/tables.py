@@ -1,0 +1,81 @@
+"""Registry schema (SQLAlchemy 2 ORM). SQLite by default, any SQLAlchemy URL to scale out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Workspace(Base):
+    __tablename__ = "workspaces"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workspace: Mapped[str | None] = mapped_column(ForeignKey("workspaces.name"), nullable=True)  # None: admin
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModelVersion(Base):
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("workspace", "name", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workspace: Mapped[str] = mapped_column(ForeignKey("workspaces.name"))
+    name: Mapped[str] = mapped_column(String(63))
+    version: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    inputs: Mapped[list[Any]] = mapped_column(JSON)
+    outputs: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CodeVersion(Base):
+    __tablename__ = "code"
+    __table_args__ = (UniqueConstraint("workspace", "name", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workspace: Mapped[str] = mapped_column(ForeignKey("workspaces.name"))
+    name: Mapped[str] = mapped_column(String(63))
+    version: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str] = mapped_column(String(255))
+    modules: Mapped[list[Any]] = mapped_column(JSON)  # top-level module/package names it provides
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PipelineVersion(Base):
+    __tablename__ = "pipeline_versions"
+    __table_args__ = (UniqueConstraint("workspace", "name", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workspace: Mapped[str] = mapped_column(ForeignKey("workspaces.name"))
+    name: Mapped[str] = mapped_column(String(63))
+    version: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    resolved: Mapped[dict[str, Any]] = mapped_column(JSON)  # model refs -> exact versions, code refs
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Pipeline(Base):
+    """Deployment state of a pipeline: the source of truth that `corral up` restores."""
+
+    __tablename__ = "pipelines"
+    workspace: Mapped[str] = mapped_column(ForeignKey("workspaces.name"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    deployed: Mapped[bool] = mapped_column(Boolean, default=False)
+    deployed_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    traffic: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

@@ -1,0 +1,1 @@
+"""Ray Serve deployment classes. Thin: the logic lives in the pure packages."""

@@ -1,0 +1,18 @@
+"""Names shared by the deployments and the control plane (Serve app and route naming)."""
+
+CONTROL_APP = "corral-control"
+CONTROL_DEPLOYMENT = "CorralControl"
+ROUTER_DEPLOYMENT = "router"
+PROBE_HEADER = "x-corral-probe"
+
+
+def app_name(workspace: str, pipeline: str) -> str:
+    return f"{workspace}--{pipeline}"
+
+
+def route_prefix(workspace: str, pipeline: str) -> str:
+    return f"/ws/{workspace}/v2/models/{pipeline}"
+
+
+def step_deployment_name(variant: str, step: str) -> str:
+    return f"{variant}.{step}"

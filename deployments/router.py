@@ -1,0 +1,219 @@
+"""The pipeline's ingress: authenticates, decodes, picks a variant, runs its chain, encodes the reply."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import Any
+
+import orjson
+import pandas as pd
+import pyarrow as pa
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.requests import Request
+from starlette.responses import Response
+
+from deployments.errors import as_domain_error, error_parts
+from deployments.names import CONTROL_APP, CONTROL_DEPLOYMENT, PROBE_HEADER, route_prefix
+from pipelines.codecs import decode_request, encode_response
+from pipelines.errors import CorralError, InvalidInput, NotFound, PayloadTooLarge
+from pipelines.spec import TrafficSpec
+from pipelines.traffic import TrafficPolicy
+
+log = logging.getLogger("corral.router")
+
+AUTH_TTL_S = 30.0
+DENIED_TTL_S = 2.0
+
+
+class RouterConfig:
+    """The router's live settings, delivered as Serve `user_config` (changes need no restart)."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.version = int(raw["version"])
+        self.traffic = TrafficSpec.model_validate(raw["traffic"])
+        self.policy = TrafficPolicy.compile(self.traffic)
+        self.probe_hash: str = raw.get("probe_hash", "")
+        self.metadata: dict[str, Any] = raw.get("metadata", {})
+
+
+@serve.deployment(max_ongoing_requests=1000)
+class PipelineRouter:
+    """Ingress deployment of one pipeline application (HTTP and Python handle callers)."""
+
+    def __init__(
+        self, workspace: str, pipeline: str, chains: dict[str, list[DeploymentHandle]], max_payload_bytes: int
+    ) -> None:
+        self.workspace = workspace
+        self.pipeline = pipeline
+        self.prefix = route_prefix(workspace, pipeline)
+        self.chains = chains
+        self.max_payload_bytes = max_payload_bytes
+        self.control = serve.get_deployment_handle(CONTROL_DEPLOYMENT, app_name=CONTROL_APP)
+        self.auth_cache: dict[str, tuple[float, CorralError | None]] = {}
+        self.config: RouterConfig | None = None
+
+    def reconfigure(self, raw: dict[str, Any]) -> None:
+        config = RouterConfig(raw)
+        unknown = set(config.policy.variants) | set(config.traffic.shadows)
+        if not unknown <= set(self.chains):
+            raise ValueError(
+                f"traffic names variants {sorted(unknown - set(self.chains))} this app does not have"
+            )
+        self.config = config
+
+    # --- HTTP -----------------------------------------------------------------------------------
+    async def __call__(self, request: Request) -> Response:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_payload_bytes:
+            status, reply_headers, payload = error_parts(self._too_large(int(length)))
+        else:
+            body = await request.body()
+            status, reply_headers, payload = await self.handle_http(request.method, request.url.path, headers, body)
+        return Response(payload, status_code=status, headers=reply_headers)
+
+    async def handle_http(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One HTTP request as plain parts (lower-case header names), so the control app can forward
+        requests here through a handle while the HTTP proxy catches up with a new route."""
+        assert self.config is not None
+        config = self.config
+        try:
+            suffix = path[len(self.prefix) :] if path.startswith(self.prefix) else path
+            suffix = suffix.rstrip("/")
+            if suffix.startswith("/versions/"):
+                suffix = self._strip_version(suffix, config)
+            if suffix == "/ready" and method == "GET":
+                probe = headers.get(PROBE_HEADER)
+                if not (probe and hashlib.sha256(probe.encode()).hexdigest() == config.probe_hash):
+                    await self._authorize(headers)
+                return _json({"name": self.pipeline, "ready": True, "version": config.version})
+            await self._authorize(headers)
+            if suffix == "/infer" and method == "POST":
+                return await self._infer_http(headers, body, config)
+            if suffix == "" and method == "GET":
+                return _json(config.metadata)
+            raise NotFound(
+                f"no endpoint {method} {path}: use GET {self.prefix}, GET {self.prefix}/ready "
+                f"or POST {self.prefix}/infer"
+            )
+        except CorralError as exc:
+            return error_parts(exc, _reply_headers(config, None))
+
+    def _too_large(self, size: int) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"payload of {size} bytes is over the limit of {self.max_payload_bytes}: send smaller "
+            "batches, or raise CORRAL_MAX_PAYLOAD_BYTES"
+        )
+
+    def _strip_version(self, suffix: str, config: RouterConfig) -> str:
+        _, _, version, *rest = suffix.split("/")
+        if version != str(config.version):
+            raise NotFound(
+                f"pipeline {self.pipeline!r} serves version {config.version}, not {version}: "
+                "call it without /versions/N or deploy that version"
+            )
+        return "/" + "/".join(rest) if rest else ""
+
+    async def _authorize(self, headers: dict[str, str]) -> None:
+        header = headers.get("authorization", "")
+        token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        token_hash = hashlib.sha256(token.encode()).hexdigest() if token else ""
+        now = time.monotonic()
+        cached = self.auth_cache.get(token_hash)
+        if cached is None or cached[0] < now:
+            try:
+                await self.control.verify_access.remote(token_hash, self.workspace, self.pipeline)
+                cached = (now + AUTH_TTL_S, None)
+            except Exception as exc:
+                error = as_domain_error(exc)
+                cached = (now + DENIED_TTL_S, error)
+            if len(self.auth_cache) > 10_000:
+                self.auth_cache.clear()
+            self.auth_cache[token_hash] = cached
+        if cached[1] is not None:
+            raise cached[1]
+
+    async def _infer_http(
+        self, headers: dict[str, str], body: bytes, config: RouterConfig
+    ) -> tuple[int, dict[str, str], bytes]:
+        if len(body) > self.max_payload_bytes:
+            raise self._too_large(len(body))
+        decoded = decode_request(body, headers.get("content-type"), headers, max_bytes=self.max_payload_bytes)
+        split_key = headers.get("x-corral-split-key") or _key_from_table(decoded.table, config.traffic.key)
+        variant = config.policy.pick(split_key)
+        result = await self._run_chain(variant, decoded.table)
+        payload, reply_headers = encode_response(
+            result,
+            decoded,
+            model_name=self.pipeline,
+            model_version=str(config.version),
+            parameters={"variant": variant},
+        )
+        reply_headers.update(_reply_headers(config, variant))
+        return 200, reply_headers, payload
+
+    async def _run_chain(self, variant: str, table: pa.Table) -> pa.Table:
+        chain = self.chains[variant]
+        try:
+            response = chain[0].remote(table)
+            for handle in chain[1:]:
+                response = handle.remote(response)  # Serve passes the result on without a round trip here
+            result: pa.Table = await response
+        except Exception as exc:
+            raise as_domain_error(exc) from exc
+        return result
+
+    # --- Python callers holding a handle ----------------------------------------------------------
+    async def infer(self, data: Any, split_key: str | None = None) -> Any:
+        """Run the pipeline on a pyarrow.Table, pandas.DataFrame or dict of columns; same type back."""
+        assert self.config is not None
+        config = self.config
+        if isinstance(data, pa.Table):
+            table = data
+        elif isinstance(data, pd.DataFrame):
+            table = pa.Table.from_pandas(data, preserve_index=False)
+        elif isinstance(data, dict):
+            table = pa.table(data)
+        else:
+            raise InvalidInput(
+                f"infer() takes a pyarrow.Table, pandas.DataFrame or dict of columns, not {type(data).__name__}"
+            )
+        variant = config.policy.pick(split_key or _key_from_table(table, config.traffic.key))
+        result = await self._run_chain(variant, table)
+        if isinstance(data, pd.DataFrame):
+            return result.to_pandas()
+        if isinstance(data, dict):
+            return result.to_pydict()
+        return result
+
+    async def info(self) -> dict[str, Any]:
+        """What this replica serves: version, traffic and metadata (for tests and operators)."""
+        assert self.config is not None
+        return {
+            "version": self.config.version,
+            "traffic": self.config.traffic.model_dump(),
+            "metadata": self.config.metadata,
+        }
+
+
+def _key_from_table(table: pa.Table, key: str | None) -> str | None:
+    if key is None or key not in table.column_names or table.num_rows == 0:
+        return None
+    # A batch goes to one variant, chosen by its first row's key.
+    return str(table.column(key)[0].as_py())
+
+
+def _reply_headers(config: RouterConfig, variant: str | None) -> dict[str, str]:
+    headers = {"x-corral-pipeline-version": str(config.version)}
+    if variant is not None:
+        headers["x-corral-variant"] = variant
+    return headers
+
+
+def _json(payload: Any, status: int = 200) -> tuple[int, dict[str, str], bytes]:
+    return status, {"content-type": "application/json"}, orjson.dumps(payload)

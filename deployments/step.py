@@ -1,0 +1,97 @@
+"""One pipeline step as a Serve deployment: a Python step or an ONNX model, optionally micro-batched."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pyarrow as pa
+from ray import serve
+
+from pipelines.errors import CorralError, InvalidInput
+from pipelines.onnx_step import OnnxModelStep
+from pipelines.spec import StepSpec
+from pipelines.step import Step, build_step, call_step
+
+log = logging.getLogger("corral.step")
+
+
+def load_step(spec: StepSpec, model: bytes | None, *, default_threads: int = 1) -> Step:
+    """Build the step object a replica runs: the same object could run in-process anywhere."""
+    if spec.model is not None:
+        assert model is not None
+        step = OnnxModelStep(
+            model,
+            name=spec.name,
+            columns=spec.columns,
+            allow_nan=bool(spec.config.get("allow_nan", False)),
+            num_threads=max(default_threads, int(spec.resources.num_cpus)),
+            num_gpus=spec.resources.num_gpus,
+        )
+        step.warm_up()
+        return step
+    assert spec.python is not None
+    return build_step(spec.python, spec.config)
+
+
+@serve.deployment(max_ongoing_requests=256)
+class StepDeployment:
+    """Runs one step of one variant. Requests of fewer rows than the batch size are micro-batched."""
+
+    def __init__(self, step: dict[str, Any], model_sha256: str | None, storage_uri: str) -> None:
+        self.spec = StepSpec.model_validate(step)
+        model = None
+        if model_sha256 is not None:
+            from cluster.store.artifacts import ArtifactStore  # lazy: only model steps read artifacts
+
+            model = ArtifactStore(storage_uri).get(model_sha256)
+        self.step = load_step(self.spec, model)
+        self.max_batch = self.spec.batching.max_batch_size if self.spec.batching else 1
+        if self.spec.batching:
+            batched: Any = self._batched  # serve.batch adds these setters at runtime
+            batched.set_max_batch_size(self.spec.batching.max_batch_size)
+            batched.set_batch_wait_timeout_s(self.spec.batching.wait_ms / 1000)
+
+    def describe(self) -> dict[str, Any]:
+        """Where and how this replica runs its step (for operators and tests)."""
+        import ray
+
+        return {
+            "step": self.spec.name,
+            "kind": self.spec.kind,
+            "providers": getattr(self.step, "providers", None),
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            "max_batch_size": self.max_batch,
+        }
+
+    async def __call__(self, table: pa.Table) -> pa.Table:
+        if self.max_batch > 1 and table.num_rows < self.max_batch:
+            result = await self._batched(table)
+            if isinstance(result, CorralError):
+                raise result
+            return result  # type: ignore[no-any-return]
+        return await call_step(self.step, table, step_name=self.spec.name)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def _batched(self, tables: list[pa.Table]) -> list[pa.Table]:
+        if len(tables) == 1:
+            return [await call_step(self.step, tables[0], step_name=self.spec.name)]
+        try:
+            merged = pa.concat_tables(tables, promote_options="permissive")
+            out = await call_step(self.step, merged, step_name=self.spec.name)
+        except (CorralError, pa.ArrowInvalid, pa.ArrowTypeError):
+            # One bad request must not fail its neighbours: run them one by one instead.
+            return [await self._alone(t) for t in tables]  # type: ignore[misc]
+        if out.num_rows != merged.num_rows:
+            raise InvalidInput(f"step {self.spec.name!r} changed the number of rows, so it cannot be batched")
+        results, offset = [], 0
+        for t in tables:
+            results.append(out.slice(offset, t.num_rows))
+            offset += t.num_rows
+        return results
+
+    async def _alone(self, table: pa.Table) -> pa.Table | CorralError:
+        try:
+            return await call_step(self.step, table, step_name=self.spec.name)
+        except CorralError as exc:
+            return exc  # handed back to that caller alone, which raises it

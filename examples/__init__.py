@@ -1,0 +1,1 @@
+"""The fraud demo and small example pipelines."""

@@ -1,0 +1,1 @@
+"""Explainability: alibi explainer adapters (issue: explainability, not built yet)."""

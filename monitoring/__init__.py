@@ -1,0 +1,1 @@
+"""Monitoring: inference-log schema, assays and metrics (issue: observability, not built yet)."""

@@ -1,0 +1,1 @@
+"""Pure pipeline domain: specs, steps, codecs, traffic policy. Never imports ray."""

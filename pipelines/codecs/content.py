@@ -1,0 +1,90 @@
+"""Content-type dispatch: which codec reads a request body, and the reply in the same format."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+
+from pipelines.codecs.arrow import FILE_TYPE, STREAM_TYPE, decode_arrow, encode_arrow
+from pipelines.codecs.base import Decoded, WireFormat
+from pipelines.codecs.records import CONTENT_TYPE as RECORDS_TYPE
+from pipelines.codecs.records import decode_records, encode_records
+from pipelines.codecs.v2 import HEADER_LENGTH, decode_v2, encode_v2
+from pipelines.errors import BadPayload, PayloadTooLarge, UnsupportedMediaType
+
+SUPPORTED_TYPES = (
+    "application/json (V2 inference request)",
+    RECORDS_TYPE,
+    FILE_TYPE,
+    STREAM_TYPE,
+    "application/octet-stream (V2 binary tensors)",
+)
+
+
+def decode_request(body: bytes, content_type: str | None, headers: Mapping[str, str], *, max_bytes: int) -> Decoded:
+    """Decode a request body by its Content-Type. `headers` has lower-case keys."""
+    if len(body) > max_bytes:
+        raise PayloadTooLarge(
+            f"the body has {len(body)} bytes, above the limit of {max_bytes}; send smaller batches "
+            "or raise CORRAL_MAX_PAYLOAD_BYTES"
+        )
+    if not body:
+        raise BadPayload("the request body is empty; send the inputs as one of: " + "; ".join(SUPPORTED_TYPES))
+    header_length = headers.get(HEADER_LENGTH)
+    if header_length is not None:
+        return decode_v2(body, header_length)  # the binary extension, whatever the media type says
+    fmt = wire_format(content_type)
+    if fmt is WireFormat.V2:
+        return decode_v2(body, None)
+    if fmt is WireFormat.RECORDS:
+        return decode_records(body)
+    return decode_arrow(body, fmt)
+
+
+def encode_response(
+    table: pa.Table, decoded: Decoded, *, model_name: str, model_version: str, parameters: dict[str, Any]
+) -> tuple[bytes, dict[str, str]]:
+    """Encode the output table in the request's format: (body, headers with "content-type")."""
+    if decoded.fmt is WireFormat.V2:
+        return encode_v2(table, decoded, model_name=model_name, model_version=model_version, parameters=parameters)
+    if decoded.fmt is WireFormat.RECORDS:
+        return encode_records(table)
+    return encode_arrow(table, decoded.fmt)
+
+
+@functools.lru_cache(maxsize=64)  # clients repeat the same few Content-Type strings
+def wire_format(content_type: str | None) -> WireFormat:
+    """The wire format a Content-Type names; a missing type means V2 (tritonclient sends none)."""
+    media, params = _parse(content_type or "")
+    if media in ("", "application/octet-stream"):
+        return WireFormat.V2
+    if media == "application/json":
+        fmt = params.get("format")
+        if fmt is None:
+            return WireFormat.V2
+        if fmt == "pandas-records":
+            return WireFormat.RECORDS
+        raise UnsupportedMediaType(
+            f"Content-Type {content_type!r}: format={fmt} is not supported; use format=pandas-records for "
+            "a list of records, or no format for a V2 request"
+        )
+    if media == FILE_TYPE:
+        return WireFormat.ARROW_FILE
+    if media == STREAM_TYPE:
+        return WireFormat.ARROW_STREAM
+    raise UnsupportedMediaType(
+        f"Content-Type {content_type!r} is not supported; send one of: " + "; ".join(SUPPORTED_TYPES)
+    )
+
+
+def _parse(content_type: str) -> tuple[str, dict[str, str]]:
+    """Media type and parameters, lower-cased (RFC 9110: both are case-insensitive here)."""
+    media, *rest = content_type.split(";")
+    params: dict[str, str] = {}
+    for item in rest:
+        key, _, value = item.partition("=")
+        params[key.strip().lower()] = value.strip().strip('"').lower()
+    return media.strip().lower(), params

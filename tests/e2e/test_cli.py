@@ -1,0 +1,80 @@
+"""The CLI as a user runs it: upload, apply, deploy, infer from files, list, versions, status."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cluster.convert import to_onnx
+from examples.fraud import FEATURES, make_transactions
+
+pytestmark = pytest.mark.integration
+CORRAL = str(Path(sys.executable).parent / "corral")
+
+
+def corral(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CORRAL, *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, fraud_model, corral) -> Path:
+    path = Path(tmp_path_factory.mktemp("cli"))
+    (path / "model.onnx").write_bytes(to_onnx(fraud_model["model"], n_features=len(FEATURES)))
+    (path / "spec.yaml").write_text(
+        "steps:\n"
+        "  - name: model\n"
+        "    model: cli-model\n"
+        f"    columns: [{', '.join(FEATURES)}]\n"
+        "    resources: {num_cpus: 0.25}\n"
+        "  - name: post\n"
+        "    python: pipelines.builtin:Threshold\n"
+        "    config: {column: probabilities, index: 1, threshold: 0.5, output: flagged}\n"
+        "    resources: {num_cpus: 0.25}\n"
+    )
+    make_transactions(20, seed=5)[FEATURES].to_csv(path / "rows.csv", index=False)
+    return path
+
+
+def test_cli_round_trip(workdir: Path) -> None:
+    upload = corral("models", "upload", "cli-model", str(workdir / "model.onnx"))
+    assert upload.returncode == 0, upload.stderr
+    assert "cli-model:1" in upload.stdout and "probabilities" in upload.stdout
+
+    apply = corral("pipelines", "apply", "cli-pipe", str(workdir / "spec.yaml"))
+    assert apply.returncode == 0, apply.stderr
+    assert "version 1" in apply.stdout
+
+    deploy = corral("pipelines", "deploy", "cli-pipe")
+    assert deploy.returncode == 0, deploy.stderr
+    assert "running" in deploy.stdout
+
+    out = workdir / "scored.csv"
+    infer = corral("infer", "cli-pipe", str(workdir / "rows.csv"), "--output", str(out))
+    assert infer.returncode == 0, infer.stderr
+    import pandas as pd
+
+    scored = pd.read_csv(out)
+    assert len(scored) == 20 and set(scored["flagged"]) <= {0, 1}
+
+    listing = corral("pipelines", "list")
+    assert "cli-pipe" in listing.stdout
+    versions = corral("pipelines", "versions", "cli-pipe")
+    assert versions.returncode == 0 and "main" in versions.stdout
+    status = corral("status")
+    assert "running" in status.stdout and "api docs" in status.stdout
+
+    undeploy = corral("pipelines", "undeploy", "cli-pipe")
+    assert undeploy.returncode == 0, undeploy.stderr
+
+
+def test_cli_errors_say_how_to_fix(workdir: Path) -> None:
+    missing = corral("pipelines", "deploy", "no-such-pipeline")
+    assert missing.returncode == 1
+    assert "404" in missing.stderr and "corral pipelines list" in missing.stderr
+    pickle = workdir / "model.pkl"
+    pickle.write_bytes(b"not really")
+    refused = corral("models", "upload", "p", str(pickle))
+    assert refused.returncode == 1 and "--trust-pickle" in refused.stderr

@@ -1,0 +1,34 @@
+"""Runs last: `corral down` then `corral up` brings deployed pipelines back (the store is the truth)."""
+
+from __future__ import annotations
+
+import pytest
+
+from examples.fraud import FEATURES
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_pipeline_comes_back_deployed_after_restart(
+    corral, fraud_pipeline, admin, http, admin_headers
+) -> None:
+    from cluster import lifecycle
+
+    before = admin.pipeline("fraud").status()
+    assert before["status"] == "running"
+    again = lifecycle.up(corral, say=print)
+    assert again.already_running  # `corral up` on a running Corral is a no-op that says so
+    lifecycle.down(corral, say=print)
+    result = lifecycle.up(corral, say=print)
+    assert not result.already_running
+    restored = {(r["workspace"], r["name"]): r["status"] for r in result.restored}
+    assert restored[("default", "fraud")] == "running"
+    after = admin.pipeline("fraud").status()
+    assert after["status"] == "running" and after["version"] == before["version"]
+    assert after["traffic"] == before["traffic"]
+    reply = http.post(
+        "/ws/default/v2/models/fraud/infer",
+        json=[{c: 1.0 for c in FEATURES}],
+        headers={**admin_headers, "content-type": "application/json; format=pandas-records"},
+    )
+    assert reply.status_code == 200, reply.text

@@ -1,0 +1,146 @@
+"""The registry on a real SQLite file and artifact directory (no Ray needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from cluster.auth import Principal, Role, hash_token
+from cluster.convert import to_onnx
+from cluster.registry import Registry
+from cluster.store.artifacts import ArtifactStore
+from cluster.store.db import Database
+from pipelines.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+
+ADMIN = Principal(Role.admin, None)
+
+
+@pytest.fixture()
+def registry(tmp_path: Path) -> Registry:
+    reg = Registry(
+        Database(f"sqlite:///{tmp_path / 'corral.db'}"), ArtifactStore(str(tmp_path / "artifacts"))
+    )
+    reg.ensure_admin(hash_token("admin-secret"))
+    return reg
+
+
+@pytest.fixture(scope="module")
+def onnx_model() -> bytes:
+    x = np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32)
+    return to_onnx(LogisticRegression().fit(x, x[:, 0] > 0), n_features=3)
+
+
+def spec(model: str = "m:1", columns: list[str] | None = None) -> dict:
+    return {
+        "steps": [
+            {"name": "pre", "python": "pipelines.builtin:Select", "config": {"columns": ["a", "b", "c"]}},
+            {"name": "model", "model": model, "columns": columns or ["a", "b", "c"]},
+            {
+                "name": "post",
+                "python": "pipelines.builtin:Threshold",
+                "config": {"column": "probabilities", "index": 1, "threshold": 0.5},
+            },
+        ]
+    }
+
+
+def test_admin_token_and_default_workspace(registry: Registry) -> None:
+    assert registry.authenticate("admin-secret").is_admin
+    assert registry.list_workspaces(ADMIN) == ["default"]
+    with pytest.raises(Unauthenticated):
+        registry.authenticate("nope")
+    with pytest.raises(Unauthenticated):
+        registry.authenticate(None)
+
+
+def test_roles_and_workspace_isolation(registry: Registry) -> None:
+    registry.create_workspace(ADMIN, "a")
+    registry.create_workspace(ADMIN, "b")
+    with pytest.raises(Conflict):
+        registry.create_workspace(ADMIN, "a")
+    viewer = registry.authenticate(registry.create_token(ADMIN, "a", "viewer"))
+    assert registry.list_workspaces(viewer) == ["a"]
+    with pytest.raises(Forbidden):
+        registry.put_pipeline(viewer, "a", "p", spec())
+    with pytest.raises(NotFound):  # another workspace: 404, never 403 (no enumeration)
+        registry.list_pipelines(viewer, "b")
+    with pytest.raises(Forbidden):
+        registry.create_token(viewer, "a", "owner")
+
+
+def test_models_version_and_dedupe(registry: Registry, onnx_model: bytes) -> None:
+    first = registry.upload_model(ADMIN, "default", "m", onnx_model)
+    again = registry.upload_model(ADMIN, "default", "m", onnx_model)
+    assert first["version"] == again["version"] == 1
+    assert first["inputs"][0]["shape"] == [-1, 3]
+    assert registry.artifacts.get(first["sha256"]) == onnx_model
+
+
+def test_invalid_onnx_writes_nothing(registry: Registry) -> None:
+    with pytest.raises(InvalidInput, match="ONNX"):
+        registry.upload_model(ADMIN, "default", "bad", b"not onnx at all")
+    assert registry.list_models(ADMIN, "default") == []
+
+
+def test_pipeline_versions_are_immutable_and_identical_specs_reuse_them(
+    registry: Registry, onnx_model: bytes
+) -> None:
+    registry.upload_model(ADMIN, "default", "m", onnx_model)
+    assert registry.put_pipeline(ADMIN, "default", "p", spec()) == (1, True)
+    assert registry.put_pipeline(ADMIN, "default", "p", spec()) == (1, False)
+    changed = spec()
+    changed["steps"][2]["config"]["threshold"] = 0.9
+    assert registry.put_pipeline(ADMIN, "default", "p", changed) == (2, True)
+    assert [v["version"] for v in registry.pipeline_versions(ADMIN, "default", "p")] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("bad", "fragment"),
+    [
+        (spec(model="missing:1"), "upload it"),
+        ({"steps": [{"name": "x", "python": "no_such_module:Step"}]}, "cannot import module"),
+        ({"steps": [{"name": "x", "python": "pipelines.builtin:Nope"}]}, "has no class"),
+        (
+            {"steps": [{"name": "x", "python": "pipelines.builtin:Select", "config": {"colums": ["a"]}}]},
+            "config",
+        ),
+        (spec(columns=["a", "b"]), "takes 3 features"),
+        (
+            {
+                "steps": [
+                    {"name": "pre", "python": "pipelines.builtin:Select", "config": {"columns": ["a", "b"]}},
+                    {"name": "model", "model": "m:1", "columns": ["a", "b", "c"]},
+                ]
+            },
+            "needs columns ['c']",
+        ),
+    ],
+)
+def test_bad_specs_are_rejected_and_nothing_is_stored(
+    registry: Registry, onnx_model: bytes, bad: dict, fragment: str
+) -> None:
+    registry.upload_model(ADMIN, "default", "m", onnx_model)
+    with pytest.raises(InvalidInput) as info:
+        registry.put_pipeline(ADMIN, "default", "p", bad)
+    assert fragment in info.value.message
+    assert registry.list_pipelines(ADMIN, "default") == []
+
+
+def test_uploaded_code_is_checked_by_parsing_not_importing(registry: Registry) -> None:
+    source = (
+        b"raise SystemExit('imported!')\n"
+        b"class Double:\n    def __init__(self, config): pass\n    def __call__(self, t): return t\n"
+    )
+    info = registry.upload_code(ADMIN, "default", "steps", "my_steps.py", source)
+    assert info["modules"] == ["my_steps"]
+    ok = {"steps": [{"name": "d", "python": "my_steps:Double", "code": "steps:1"}]}
+    assert registry.put_pipeline(ADMIN, "default", "p", ok) == (1, True)
+    with pytest.raises(InvalidInput, match="no top-level class"):
+        registry.put_pipeline(
+            ADMIN, "default", "q", {"steps": [{"name": "d", "python": "my_steps:Triple", "code": "steps"}]}
+        )
+    with pytest.raises(InvalidInput, match=r"\.py module or a \.zip"):
+        registry.upload_code(ADMIN, "default", "bad", "steps.exe", b"MZ")
