@@ -22,7 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy corral cluster deployments pipelines explain monitoring
-	$(BIN)/pytest -x --timeout 600 -q tests
+	$(BIN)/pytest -x --timeout 600 -q tests/unit tests/integration tests/e2e
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -x --timeout 120 -q tests/unit
