@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import yaml
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -16,7 +18,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cluster.auth import Principal, Role
 from cluster.service import ControlService, current_service
 from deployments.errors import error_response
-from pipelines.errors import BadPayload, CorralError, InvalidInput, NotFound, NotReady, UnsupportedMediaType
+from pipelines.errors import (
+    BadPayload,
+    CorralError,
+    InvalidInput,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 
 API = "/api/v1"
 log = logging.getLogger("corral.api")
@@ -47,15 +57,44 @@ def principal(request: Request, svc: ControlService = Depends(service)) -> Princ
     return svc.registry.authenticate(token)
 
 
-async def read_upload(file: UploadFile, limit: int) -> bytes:
+@dataclass(frozen=True)
+class Upload:
+    """A named file an editor uploaded as multipart form data (fields `name` and `file`)."""
+
+    name: str
+    filename: str
+    data: bytes
+
+
+async def editor_upload(
+    w: str,
+    name: str = Form(...),
+    file: UploadFile = File(...),
+    who: Principal = Depends(principal),
+    svc: ControlService = Depends(service),
+) -> Upload:
+    who.require(w, Role.editor)
+    limit = svc.settings.max_payload_bytes
     data = await file.read(limit + 1)
     if len(data) > limit:
-        from pipelines.errors import PayloadTooLarge
-
         raise PayloadTooLarge(f"upload is over {limit} bytes: raise CORRAL_MAX_PAYLOAD_BYTES to allow it")
     if not data:
         raise BadPayload("the uploaded file is empty")
-    return data
+    return Upload(name, file.filename or "", data)
+
+
+TRAFFIC_SHAPE = '{"weights": {"variant": number}, "key": "column" or null, "shadows": ["variant"]}'
+
+
+async def json_body(request: Request, shape: str) -> Any:
+    """The request's JSON body; a 400 that shows the expected shape when it is empty or not JSON."""
+    body = await request.body()
+    if not body.strip():
+        raise BadPayload(f"empty body: send JSON like {shape}")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadPayload(f"the body is not valid JSON ({exc}): send JSON like {shape}") from None
 
 
 def parse_spec_body(body: bytes, content_type: str) -> Any:
@@ -63,8 +102,6 @@ def parse_spec_body(body: bytes, content_type: str) -> Any:
         raise BadPayload("empty body: send a pipeline spec as JSON or YAML")
     media = content_type.split(";")[0].strip().lower()
     if media in ("application/json", ""):
-        import orjson
-
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -130,14 +167,11 @@ def build_api() -> FastAPI:
     @app.post(f"{API}/workspaces/{{w}}/models", status_code=201)
     async def upload_model(
         w: str,
-        name: str = Form(...),
-        file: UploadFile = File(...),
+        upload: Upload = Depends(editor_upload),
         who: Principal = Depends(principal),
         svc: ControlService = Depends(service),
     ) -> dict[str, Any]:
-        who.require(w, Role.editor)
-        data = await read_upload(file, svc.settings.max_payload_bytes)
-        return await asyncio.to_thread(svc.registry.upload_model, who, w, name, data)
+        return await asyncio.to_thread(svc.registry.upload_model, who, w, upload.name, upload.data)
 
     @app.get(f"{API}/workspaces/{{w}}/models")
     def list_models(
@@ -154,14 +188,11 @@ def build_api() -> FastAPI:
     @app.post(f"{API}/workspaces/{{w}}/code", status_code=201)
     async def upload_code(
         w: str,
-        name: str = Form(...),
-        file: UploadFile = File(...),
+        upload: Upload = Depends(editor_upload),
         who: Principal = Depends(principal),
         svc: ControlService = Depends(service),
     ) -> dict[str, Any]:
-        who.require(w, Role.editor)
-        data = await read_upload(file, svc.settings.max_payload_bytes)
-        return await asyncio.to_thread(svc.registry.upload_code, who, w, name, file.filename or "", data)
+        return await asyncio.to_thread(svc.registry.upload_code, who, w, upload.name, upload.filename, upload.data)
 
     # --- pipelines ----------------------------------------------------------------------------
     @app.put(f"{API}/workspaces/{{w}}/pipelines/{{p}}", status_code=201)
@@ -224,6 +255,38 @@ def build_api() -> FastAPI:
         await svc.deployer.undeploy(w, p)
         return {"name": p, "status": "undeployed"}
 
+    @app.put(f"{API}/workspaces/{{w}}/pipelines/{{p}}/traffic")
+    async def set_traffic(
+        w: str, p: str, request: Request, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> dict[str, Any]:
+        """Live traffic: weights per variant, an optional split key column, shadows. No restart."""
+        who.require(w, Role.editor)
+        return await svc.set_traffic(who, w, p, await json_body(request, TRAFFIC_SHAPE))
+
+    @app.get(f"{API}/workspaces/{{w}}/pipelines/{{p}}/traffic")
+    def get_traffic(
+        w: str, p: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> dict[str, Any]:
+        described = svc.describe_pipeline(who, w, p)
+        return {"version": described["version"], "status": described["status"], **(described["traffic"] or {})}
+
+    @app.put(f"{API}/workspaces/{{w}}/pipelines/{{p}}/variants/{{v}}/steps/{{s}}/model")
+    async def swap_model(
+        w: str,
+        p: str,
+        v: str,
+        s: str,
+        request: Request,
+        who: Principal = Depends(principal),
+        svc: ControlService = Depends(service),
+    ) -> dict[str, Any]:
+        """Hot-swap one step's model in place; returns once the replicas serve the new one."""
+        who.require(w, Role.editor)
+        body = await json_body(request, '{"model": "name:version"}')
+        if not isinstance(body, dict) or set(body) != {"model"} or not isinstance(body["model"], str):
+            raise InvalidInput('send {"model": "name:version"}, naming a model uploaded to this workspace')
+        return await svc.swap_model(who, w, p, v, s, body["model"])
+
     # --- workspace-level Open Inference Protocol ------------------------------------------------
     @app.get("/ws/{w}/v2")
     def server_metadata(
@@ -234,9 +297,7 @@ def build_api() -> FastAPI:
 
     @app.get("/ws/{w}/v2/health/live")
     @app.get("/ws/{w}/v2/health/ready")
-    def health(
-        w: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> dict[str, bool]:
+    def health(w: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)) -> dict[str, bool]:
         svc.registry.check_workspace(who, w, Role.viewer)
         return {"live": True, "ready": True}
 

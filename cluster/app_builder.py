@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 from pathlib import Path
 from typing import Any, cast
 
+import orjson
 from ray.serve.deployment import Application, Deployment
 
 from cluster import code_packages
 from deployments.names import ROUTER_DEPLOYMENT, step_deployment_name
 from deployments.router import PipelineRouter
 from deployments.step import StepDeployment
-from pipelines.spec import PipelineSpec, StepSpec, TrafficSpec
+from pipelines.spec import Autoscaling, PipelineSpec, StepSpec, TrafficSpec
 
 
 def actor_options(step: StepSpec, py_modules: list[str] | None) -> dict[str, Any]:
@@ -41,7 +43,10 @@ def upload_modules(paths: list[str]) -> list[str]:
 
 
 def scaling_options(step: StepSpec) -> dict[str, Any]:
-    scaling = step.autoscaling
+    return scaling_options_of(step.autoscaling)
+
+
+def scaling_options_of(scaling: Autoscaling) -> dict[str, Any]:
     if scaling.min_replicas == scaling.max_replicas:
         return {"num_replicas": scaling.min_replicas}
     return {
@@ -57,6 +62,7 @@ def scaling_options(step: StepSpec) -> dict[str, Any]:
 def router_config(version: int, traffic: TrafficSpec, probe: str, metadata: dict[str, Any]) -> dict[str, Any]:
     return {
         "version": version,
+        "config_id": secrets.token_hex(8),  # tells the deployer when this exact config is live
         "traffic": traffic.model_dump(mode="json"),
         "probe_hash": hashlib.sha256(probe.encode()).hexdigest(),
         "metadata": metadata,
@@ -86,23 +92,54 @@ def build_app(
             if step.code is not None:
                 sha = pinned["sha256"]
                 py_modules = code_packages.materialize(code_sources(sha, pinned["filename"]), code_dir / sha)
+            # The model travels in user_config: swapping it reconfigures replicas instead of replacing them.
+            step_args = (step.model_dump(mode="json"), storage_uri)
             deployment = cast(Deployment, StepDeployment).options(
                 name=key,
+                version=code_version(
+                    step.model_dump(mode="json", exclude={"model"}), storage_uri, step.code and pinned
+                ),
+                _internal=True,
                 max_constructor_retry_count=2,  # a step that cannot start fails the deploy fast
                 ray_actor_options=actor_options(step, py_modules),
+                user_config={"model_sha256": pinned.get("sha256") if step.model is not None else None},
                 **scaling_options(step),
             )
-            chain.append(
-                deployment.bind(
-                    step.model_dump(mode="json"),
-                    pinned.get("sha256") if step.model is not None else None,
-                    storage_uri,
-                )
-            )
+            chain.append(deployment.bind(*step_args))
         chains[variant] = chain
+    router_args = (workspace, pipeline, sorted((v, [s.name for s in vs.steps]) for v, vs in spec.variants.items()))
     router = cast(Deployment, PipelineRouter).options(
         name=ROUTER_DEPLOYMENT,
-        ray_actor_options={"num_cpus": 0.25},
+        version=code_version((router_args, max_payload_bytes)),
+        _internal=True,
+        ray_actor_options={"num_cpus": spec.router.num_cpus},
         user_config=router_user_config,
+        **scaling_options_of(spec.router.autoscaling),
     )
     return router.bind(workspace, pipeline, chains, max_payload_bytes)
+
+
+def code_version(*parts: Any) -> str:
+    """A deployment's Serve version: equal arguments and Corral code give equal versions.
+
+    Serve (`serve.run`) would otherwise give every deployment a random version on each run and
+    restart all replicas; with a stable one, a run that changes only `user_config` (traffic, a
+    model swap) reconfigures the running replicas in place. `version=` needs Serve's `_internal`
+    flag since Ray 2.x removed it from the public options.
+    """
+    digest = hashlib.sha256(_SOURCE_FINGERPRINT.encode())
+    digest.update(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS, default=str))
+    return digest.hexdigest()[:16]
+
+
+def _source_fingerprint() -> str:
+    """Hash of the code replicas run, so upgrading Corral restarts replicas on the next deploy."""
+    digest = hashlib.sha256()
+    for package in ("deployments", "pipelines"):
+        root = Path(__file__).resolve().parent.parent / package
+        for path in sorted(root.rglob("*.py")):
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+_SOURCE_FINGERPRINT = _source_fingerprint()

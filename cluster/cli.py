@@ -19,12 +19,15 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-models_app = typer.Typer(
-    help="Upload and list models (ONNX, or scikit-learn/XGBoost/LightGBM converted here)."
-)
+models_app = typer.Typer(help="Upload and list models (ONNX, or scikit-learn/XGBoost/LightGBM converted here).")
 code_app = typer.Typer(help="Upload Python step code (a .py module or a .zip package) for `code:` steps.")
 pipelines_app = typer.Typer(help="Apply specs, deploy, undeploy, list pipelines and their versions.")
 ws_app = typer.Typer(help="Workspaces and their access tokens.")
+traffic_app = typer.Typer(
+    help="Live traffic of a deployed pipeline: A/B and canary weights, key split, shadows. Changes take "
+    "effect on the running routers with no restart and no failed request."
+)
+app.add_typer(traffic_app, name="traffic")
 app.add_typer(models_app, name="models")
 app.add_typer(code_app, name="code")
 app.add_typer(pipelines_app, name="pipelines")
@@ -72,9 +75,7 @@ def _say(message: str) -> None:
 # --- lifecycle ----------------------------------------------------------------------------------
 @app.command()
 def up(
-    address: str = typer.Option(
-        None, help="join this Ray cluster (ray://… or host:port) instead of starting one"
-    ),
+    address: str = typer.Option(None, help="join this Ray cluster (ray://… or host:port) instead of starting one"),
 ) -> None:
     """Start Corral: a local Ray head (or --address), Serve on port 8000, the control API, and every
     pipeline that was deployed before."""
@@ -152,9 +153,7 @@ def ws_list() -> None:
 
 
 @ws_app.command("token")
-def ws_token(
-    role: str = typer.Argument(..., help="viewer | editor | owner"), workspace: str = WorkspaceOpt
-) -> None:
+def ws_token(role: str = typer.Argument(..., help="viewer | editor | owner"), workspace: str = WorkspaceOpt) -> None:
     """Create a token with ROLE in a workspace (owner or admin). It is shown once: keep it."""
     console.print(_run(_client(workspace).create_token, role))
 
@@ -191,9 +190,7 @@ def models_list(workspace: str = WorkspaceOpt) -> None:
 
 
 @code_app.command("upload")
-def code_upload(
-    name: str, file: Path = typer.Argument(..., exists=True), workspace: str = WorkspaceOpt
-) -> None:
+def code_upload(name: str, file: Path = typer.Argument(..., exists=True), workspace: str = WorkspaceOpt) -> None:
     """Upload step code (editor): name it in a step as `code: NAME:VERSION`."""
     info = _run(_client(workspace).upload_code, name, file)
     console.print(f"uploaded code [bold]{info['name']}:{info['version']}[/bold] modules {info['modules']}")
@@ -252,12 +249,77 @@ def pipelines_show(name: str, workspace: str = WorkspaceOpt) -> None:
     console.print_json(json.dumps(_run(_client(workspace).pipeline(name).status)))
 
 
+@pipelines_app.command("swap")
+def pipelines_swap(
+    name: str,
+    step: str = typer.Argument(..., help="the model step to swap, e.g. model"),
+    model: str = typer.Argument(..., help="the new model, name:version"),
+    variant: str = typer.Option("main", help="the variant the step belongs to"),
+    workspace: str = WorkspaceOpt,
+) -> None:
+    """Hot-swap the model of a running step (same inputs and outputs); requests in flight finish on
+    the old model. Makes a new pipeline version, so `deploy --version` of the old one rolls back.
+
+    Example: corral pipelines swap fraud model fraud:2 --variant challenger
+    """
+    with console.status(f"loading {model} into {name}/{variant}.{step}…"):
+        info = _run(_client(workspace).pipeline(name).swap_model, step, model, variant=variant)
+    console.print(f"[green]{name} now runs {info['model']} in {variant}.{step} (version {info['version']})[/green]")
+
+
+# --- traffic ------------------------------------------------------------------------------------
+def _parse_weights(pairs: list[str]) -> dict[str, float]:
+    weights = {}
+    for pair in pairs:
+        variant, sep, number = pair.partition("=")
+        try:
+            weights[variant] = float(number)
+        except ValueError:
+            sep = ""
+        if not sep or not variant:
+            raise typer.BadParameter(f"{pair!r} is not VARIANT=WEIGHT; write e.g. control=90 challenger=10")
+    return weights
+
+
+@traffic_app.command("set")
+def traffic_set(
+    name: str,
+    weights: list[str] = typer.Argument(..., help="VARIANT=WEIGHT pairs; weights are relative (90/10 = 9/1)"),
+    key: str = typer.Option(None, help="split by this input column: a key always reaches the same variant"),
+    shadow: list[str] = typer.Option([], help="mirror every request to this variant too (repeatable)"),
+    workspace: str = WorkspaceOpt,
+) -> None:
+    """Set the live split of NAME, e.g. a 10% canary with a shadow:
+
+    corral traffic set fraud control=90 challenger=10 --key customer_id --shadow v3
+    """
+    parsed = _parse_weights(weights)
+    with console.status("updating the routers…"):
+        info = _run(_client(workspace).pipeline(name).set_traffic, parsed, key=key, shadows=shadow)
+    _print_traffic(name, info["traffic"])
+
+
+@traffic_app.command("show")
+def traffic_show(name: str, workspace: str = WorkspaceOpt) -> None:
+    """Show the live split of NAME: weights as shares, split key, shadows."""
+    _print_traffic(name, _run(_client(workspace).pipeline(name).traffic))
+
+
+def _print_traffic(name: str, traffic: dict[str, Any]) -> None:
+    total = sum(traffic["weights"].values()) or 1
+    table = Table("variant", "weight", "share", title=f"traffic of {name}")
+    for variant, weight in traffic["weights"].items():
+        table.add_row(variant, f"{weight:g}", f"{100 * weight / total:.1f}%")
+    for variant in traffic.get("shadows") or []:
+        table.add_row(variant, "shadow", "mirror")
+    console.print(table)
+    console.print(f"split key: {traffic.get('key') or 'none (random by weight)'}")
+
+
 @app.command()
 def infer(
     name: str,
-    file: Path = typer.Argument(
-        ..., exists=True, help=".json (V2 or records), .csv, .parquet, .arrow/.feather"
-    ),
+    file: Path = typer.Argument(..., exists=True, help=".json (V2 or records), .csv, .parquet, .arrow/.feather"),
     output: Path = typer.Option(None, "--output", "-o", help="write results here (.csv, .parquet, .json)"),
     workspace: str = WorkspaceOpt,
 ) -> None:
@@ -314,9 +376,7 @@ def _sig(tensors: list[dict[str, Any]]) -> str:
 def _print_pipelines(rows: list[dict[str, Any]], workspace: str) -> None:
     table = Table("pipeline", "latest", "deployed", "status", title=f"workspace {workspace}")
     for p in rows:
-        table.add_row(
-            p["name"], str(p["version"]), str(p.get("deployed_version") or "-"), p.get("status", "")
-        )
+        table.add_row(p["name"], str(p["version"]), str(p.get("deployed_version") or "-"), p.get("status", ""))
     console.print(table)
 
 

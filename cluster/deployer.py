@@ -63,60 +63,58 @@ class Deployer:
     ) -> None:
         app = app_name(workspace, name)
         metadata = await asyncio.to_thread(self._metadata, workspace, name, pv, spec)
+        user_config = router_config(pv.version, traffic, self.probe, metadata)
         application = build_app(
             workspace=workspace,
             pipeline=name,
             spec=spec,
             resolved=pv.resolved,
-            router_user_config=router_config(pv.version, traffic, self.probe, metadata),
+            router_user_config=user_config,
             storage_uri=self.settings.artifacts_uri,
             code_dir=self.settings.home / "code",
             code_sources=self.registry.code_sources,
             max_payload_bytes=self.settings.max_payload_bytes,
         )
-        before = await asyncio.to_thread(_last_deployed, app)
         await asyncio.to_thread(
             serve.run, application, name=app, route_prefix=route_prefix(workspace, name), blocking=False
         )
-        await self._wait_running(app, before)
-        await self._wait_http(workspace, name, pv.version)
+        log.info("serve.run(%s) submitted; waiting for config %s", app, user_config["config_id"])
+        await self._wait_live(workspace, name, user_config["config_id"])
+        log.info("%s serves config %s", app, user_config["config_id"])
 
-    async def _wait_running(self, app: str, before: float) -> None:
-        deadline = time.monotonic() + self.settings.deploy_timeout_s
-        while time.monotonic() < deadline:
-            status = await asyncio.to_thread(_app_status, app)
-            if status is not None and status["last_deployed"] > before:
-                if status["status"] == "RUNNING":
-                    return
-                if status["status"] in ("DEPLOY_FAILED", "UNHEALTHY"):
-                    detail = "; ".join(f"{k}: {v}" for k, v in status["deployments"].items())
-                    raise InvalidInput(f"pipeline failed to start: {status['message']} {detail}"[:3000])
-            await asyncio.sleep(POLL_S)
-        raise NotReady(f"pipeline {app} did not become ready in {self.settings.deploy_timeout_s:.0f} s", 10)
+    async def _wait_live(self, workspace: str, name: str, config_id: str) -> None:
+        """Done when the route answers with this exact router config and every deployment is healthy.
 
-    async def _wait_http(self, workspace: str, name: str, version: int) -> None:
-        """Serve says RUNNING before the HTTP proxy routes to it: wait until the route answers."""
+        Serve's `last_deployed_time_s` does not move for an in-place (user_config) update, and its
+        status can still read RUNNING just after serve.run; the config id the router echoes is the
+        proof that this update reached it, and HEALTHY deployments that the steps caught up too.
+        """
+        app = app_name(workspace, name)
         url = f"{self.local_url}{route_prefix(workspace, name)}/ready"
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + self.settings.deploy_timeout_s
+        routed = False
         async with httpx.AsyncClient(timeout=5) as client:
             while time.monotonic() < deadline:
-                try:
-                    reply = await client.get(url, headers={PROBE_HEADER: self.probe})
-                    if reply.status_code == 200 and reply.json().get("version") == version:
-                        return
-                except (httpx.HTTPError, ValueError):
-                    pass
+                status = await asyncio.to_thread(_app_status, app)
+                if status is not None and status["status"] in ("DEPLOY_FAILED", "UNHEALTHY"):
+                    detail = "; ".join(f"{k}: {v}" for k, v in status["deployments"].items())
+                    raise InvalidInput(f"pipeline failed to start: {status['message']} {detail}"[:3000])
+                if not routed:
+                    routed = await _answers(client, url, self.probe, config_id)
+                elif status is not None and status["status"] == "RUNNING" and all(
+                    d.startswith("HEALTHY") for d in status["deployments"].values()
+                ):
+                    return
                 await asyncio.sleep(POLL_S)
-        raise NotReady(f"pipeline {name} is running but its route {url} does not answer yet", 5)
+        what = "does not answer on its route" if not routed else "did not become healthy"
+        raise NotReady(f"pipeline {app} {what} within {self.settings.deploy_timeout_s:.0f} s", 10)
 
     async def _recover(self, workspace: str, name: str, previous: Any) -> None:
         """After a failed deploy: put the version that was running back, or remove the broken app."""
         app = app_name(workspace, name)
         if previous is not None and previous.deployed and previous.deployed_version is not None:
             log.warning("deploy of %s failed; restoring version %s", app, previous.deployed_version)
-            pv = await asyncio.to_thread(
-                self.registry.version_row, workspace, name, previous.deployed_version
-            )
+            pv = await asyncio.to_thread(self.registry.version_row, workspace, name, previous.deployed_version)
             try:
                 traffic = TrafficSpec.model_validate(previous.traffic) if previous.traffic else None
                 spec = PipelineSpec.model_validate(pv.spec)
@@ -146,9 +144,7 @@ class Deployer:
         status = _app_status(app)
         if status is None:
             return "not running"
-        return {"RUNNING": "running", "DEPLOYING": "deploying"}.get(
-            status["status"], status["status"].lower()
-        )
+        return {"RUNNING": "running", "DEPLOYING": "deploying"}.get(status["status"], status["status"].lower())
 
 
 def _app_status(app: str) -> dict[str, Any] | None:
@@ -166,6 +162,9 @@ def _app_status(app: str) -> dict[str, Any] | None:
     }
 
 
-def _last_deployed(app: str) -> float:
-    status = _app_status(app)
-    return status["last_deployed"] if status else 0.0
+async def _answers(client: httpx.AsyncClient, url: str, probe: str, config_id: str) -> bool:
+    try:
+        reply = await client.get(url, headers={PROBE_HEADER: probe})
+        return reply.status_code == 200 and reply.json().get("config_id") == config_id
+    except (httpx.HTTPError, ValueError):
+        return False

@@ -6,7 +6,7 @@ Every method is one transaction: it either changes the store completely or not a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from sqlalchemy import func, select
@@ -99,9 +99,7 @@ class Registry:
         who.require(workspace, role)
         with self.db.session() as s:
             if s.get(Workspace, workspace) is None:
-                raise NotFound(
-                    f"workspace {workspace!r} not found: create it with `corral workspaces create`"
-                )
+                raise NotFound(f"workspace {workspace!r} not found: create it with `corral workspaces create`")
 
     def create_token(self, who: Principal, workspace: str, role_name: str) -> str:
         self.check_workspace(who, workspace, Role.owner)
@@ -126,7 +124,7 @@ class Registry:
         inputs, outputs = describe_onnx(data)  # raises InvalidInput before anything is written
         digest = self.artifacts.put(data)
         with self.db.session() as s:
-            latest = _latest_model(s, workspace, name)
+            latest = _latest(s, ModelVersion, workspace, name)
             if latest is not None and latest.sha256 == digest:
                 return _model_dict(latest)
             version = (latest.version + 1) if latest else 1
@@ -153,32 +151,17 @@ class Registry:
     def model_versions(self, who: Principal, workspace: str, name: str) -> list[dict[str, Any]]:
         self.check_workspace(who, workspace, Role.viewer)
         with self.db.session() as s:
-            rows = list(
-                s.scalars(
-                    select(ModelVersion)
-                    .where(ModelVersion.workspace == workspace, ModelVersion.name == name)
-                    .order_by(ModelVersion.version)
-                )
-            )
+            rows = _versions(s, ModelVersion, workspace, name)
             if not rows:
                 raise NotFound(f"model {name!r} not found in workspace {workspace!r}: upload it first")
-            return [_model_dict(r) for r in rows]
+            return [_model_dict(r) for r in reversed(rows)]
 
     def resolve_model(self, s: Session, workspace: str, ref: str) -> ModelVersion:
         try:
             name, version = parse_model_ref(ref)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from exc
-        if version is None:
-            row = _latest_model(s, workspace, name)
-        else:
-            row = s.scalars(
-                select(ModelVersion).where(
-                    ModelVersion.workspace == workspace,
-                    ModelVersion.name == name,
-                    ModelVersion.version == version,
-                )
-            ).first()
+        row = _latest(s, ModelVersion, workspace, name, version)
         if row is None:
             raise InvalidInput(
                 f"model {ref!r} is not in workspace {workspace!r}: upload it (corral models upload) "
@@ -187,9 +170,7 @@ class Registry:
         return row
 
     # --- code ---------------------------------------------------------------------------------
-    def upload_code(
-        self, who: Principal, workspace: str, name: str, filename: str, data: bytes
-    ) -> dict[str, Any]:
+    def upload_code(self, who: Principal, workspace: str, name: str, filename: str, data: bytes) -> dict[str, Any]:
         self.check_workspace(who, workspace, Role.editor)
         try:
             check_name("code", name)
@@ -199,11 +180,7 @@ class Registry:
         modules = code_packages.top_level_modules(sources)
         digest = self.artifacts.put(data)
         with self.db.session() as s:
-            latest = s.scalars(
-                select(CodeVersion)
-                .where(CodeVersion.workspace == workspace, CodeVersion.name == name)
-                .order_by(CodeVersion.version.desc())
-            ).first()
+            latest = _latest(s, CodeVersion, workspace, name)
             if latest is not None and latest.sha256 == digest:
                 return {"name": name, "version": latest.version, "sha256": digest, "modules": latest.modules}
             version = (latest.version + 1) if latest else 1
@@ -221,16 +198,11 @@ class Registry:
 
     def resolve_code(self, s: Session, workspace: str, ref: str) -> CodeVersion:
         name, _, version = ref.partition(":")
-        query = select(CodeVersion).where(CodeVersion.workspace == workspace, CodeVersion.name == name)
-        if version:
-            if not version.isdigit():
-                raise InvalidInput(f"code version in {ref!r} must be a number, like '{name}:1'")
-            query = query.where(CodeVersion.version == int(version))
-        row = s.scalars(query.order_by(CodeVersion.version.desc())).first()
+        if version and not version.isdigit():
+            raise InvalidInput(f"code version in {ref!r} must be a number, like '{name}:1'")
+        row = _latest(s, CodeVersion, workspace, name, int(version) if version else None)
         if row is None:
-            raise InvalidInput(
-                f"code {ref!r} is not in workspace {workspace!r}: upload it with `corral code upload`"
-            )
+            raise InvalidInput(f"code {ref!r} is not in workspace {workspace!r}: upload it with `corral code upload`")
         return row
 
     def code_sources(self, sha256: str, filename: str) -> dict[str, str]:
@@ -248,15 +220,11 @@ class Registry:
         canonical = spec.model_dump(mode="json", exclude_defaults=False)
         with self.db.session() as s:
             resolved = self._resolve(s, workspace, spec)
-            latest = _latest_pipeline(s, workspace, name)
+            latest = _latest(s, PipelineVersion, workspace, name)
             if latest is not None and latest.spec == canonical and latest.resolved == resolved:
                 return latest.version, False
             version = (latest.version + 1) if latest else 1
-            s.add(
-                PipelineVersion(
-                    workspace=workspace, name=name, version=version, spec=canonical, resolved=resolved
-                )
-            )
+            s.add(PipelineVersion(workspace=workspace, name=name, version=version, spec=canonical, resolved=resolved))
             if s.get(Pipeline, (workspace, name)) is None:
                 s.add(Pipeline(workspace=workspace, name=name, deployed=False))
         return version, True
@@ -291,37 +259,56 @@ class Registry:
         validate_pipeline(spec, signatures, uploaded_steps=set(code))
         return resolved
 
+    def swap_model(
+        self, who: Principal, workspace: str, name: str, pv: PipelineVersion, variant: str, step: str, ref: str
+    ) -> PipelineVersion:
+        """A new version of `pv` whose step `variant.step` runs model `ref`, if `ref` is a drop-in
+        replacement (same inputs, at least the same outputs); nothing is stored otherwise."""
+        self.check_workspace(who, workspace, Role.editor)
+        spec = parse_spec(pv.spec)
+        if variant not in spec.variants:
+            raise NotFound(
+                f"pipeline {name!r} version {pv.version} has no variant {variant!r}: it has {sorted(spec.variants)}"
+            )
+        steps = {s.name: s for s in spec.variants[variant].steps}
+        if step not in steps:
+            raise NotFound(f"variant {variant!r} has no step {step!r}: it has {sorted(steps)}")
+        if steps[step].model is None:
+            raise InvalidInput(f"step {variant}.{step} is a Python step, not a model step: only models swap")
+        key = f"{variant}.{step}"
+        with self.db.session() as s:
+            new = self.resolve_model(s, workspace, ref)
+            old = s.scalars(select(ModelVersion).where(ModelVersion.sha256 == pv.resolved[key]["sha256"])).first()
+            if old is not None:
+                _check_drop_in(old, new)
+        data = pv.spec | {
+            "variants": {
+                v: {
+                    "steps": [
+                        s | {"model": f"{new.name}:{new.version}"} if v == variant and s["name"] == step else s
+                        for s in vs["steps"]
+                    ]
+                }
+                for v, vs in pv.spec["variants"].items()
+            }
+        }
+        version, _ = self.put_pipeline(who, workspace, name, data)
+        return self.version_row(workspace, name, version)
+
     def get_pipeline_version(
         self, who: Principal, workspace: str, name: str, version: int | None = None
     ) -> PipelineVersion:
         self.check_workspace(who, workspace, Role.viewer)
         with self.db.session() as s:
-            if version is None:
-                row = _latest_pipeline(s, workspace, name)
-            else:
-                row = s.scalars(
-                    select(PipelineVersion).where(
-                        PipelineVersion.workspace == workspace,
-                        PipelineVersion.name == name,
-                        PipelineVersion.version == version,
-                    )
-                ).first()
+            row = _latest(s, PipelineVersion, workspace, name, version)
             if row is None:
                 what = f"pipeline {name!r}" + (f" version {version}" if version else "")
-                raise NotFound(
-                    f"{what} not found in workspace {workspace!r}: list them with `corral pipelines list`"
-                )
+                raise NotFound(f"{what} not found in workspace {workspace!r}: list them with `corral pipelines list`")
             return row
 
     def version_row(self, workspace: str, name: str, version: int) -> PipelineVersion:
         with self.db.session() as s:
-            row = s.scalars(
-                select(PipelineVersion).where(
-                    PipelineVersion.workspace == workspace,
-                    PipelineVersion.name == name,
-                    PipelineVersion.version == version,
-                )
-            ).first()
+            row = _latest(s, PipelineVersion, workspace, name, version)
         if row is None:
             raise NotFound(f"pipeline {name!r} version {version} not found in workspace {workspace!r}")
         return row
@@ -332,9 +319,7 @@ class Registry:
         with self.db.session() as s:
             for key, pinned in resolved.items():
                 if "model" in pinned:
-                    row = s.scalars(
-                        select(ModelVersion).where(ModelVersion.sha256 == pinned["sha256"])
-                    ).first()
+                    row = s.scalars(select(ModelVersion).where(ModelVersion.sha256 == pinned["sha256"])).first()
                     if row is not None:
                         out[key] = ModelSignature(row.inputs, row.outputs)
         return out
@@ -367,13 +352,7 @@ class Registry:
     def pipeline_versions(self, who: Principal, workspace: str, name: str) -> list[dict[str, Any]]:
         self.check_workspace(who, workspace, Role.viewer)
         with self.db.session() as s:
-            rows = list(
-                s.scalars(
-                    select(PipelineVersion)
-                    .where(PipelineVersion.workspace == workspace, PipelineVersion.name == name)
-                    .order_by(PipelineVersion.version)
-                )
-            )
+            rows = _versions(s, PipelineVersion, workspace, name)[::-1]
         if not rows:
             raise NotFound(f"pipeline {name!r} not found in workspace {workspace!r}")
         return [{"version": r.version, "created_at": r.created_at.isoformat(), "spec": r.spec} for r in rows]
@@ -405,20 +384,50 @@ class Registry:
         return who.role
 
 
-def _latest_model(s: Session, workspace: str, name: str) -> ModelVersion | None:
-    return s.scalars(
-        select(ModelVersion)
-        .where(ModelVersion.workspace == workspace, ModelVersion.name == name)
-        .order_by(ModelVersion.version.desc())
-    ).first()
+V = TypeVar("V", ModelVersion, CodeVersion, PipelineVersion)
 
 
-def _latest_pipeline(s: Session, workspace: str, name: str) -> PipelineVersion | None:
-    return s.scalars(
-        select(PipelineVersion)
-        .where(PipelineVersion.workspace == workspace, PipelineVersion.name == name)
-        .order_by(PipelineVersion.version.desc())
-    ).first()
+def _versions(s: Session, table: type[V], workspace: str, name: str, version: int | None = None) -> list[V]:
+    """All versions of a name, newest first (or just `version`)."""
+    query = select(table).where(table.workspace == workspace, table.name == name)
+    if version is not None:
+        query = query.where(table.version == version)
+    return list(s.scalars(query.order_by(table.version.desc())))
+
+
+def _latest(s: Session, table: type[V], workspace: str, name: str, version: int | None = None) -> V | None:
+    """The newest version of a name (or exactly `version`), None when there is none."""
+    rows = _versions(s, table, workspace, name, version)
+    return rows[0] if rows else None
+
+
+def _check_drop_in(old: ModelVersion, new: ModelVersion) -> None:
+    """`new` can replace `old` in a running chain: the same inputs, and every output `old` had."""
+    new_in = {i["name"]: i for i in new.inputs}
+    if len(new.inputs) != len(old.inputs) or not all(_fits(i, new_in.get(i["name"])) for i in old.inputs):
+        raise InvalidInput(
+            f"model {new.name}:{new.version} cannot replace {old.name}:{old.version}: its inputs "
+            f"{_signature(new.inputs)} differ from {_signature(old.inputs)}. Swap in a model with the same "
+            "inputs, or apply a new pipeline version with steps that feed it"
+        )
+    new_out = {o["name"]: o for o in new.outputs}
+    missing = [o for o in old.outputs if not _fits(o, new_out.get(o["name"]))]
+    if missing:
+        raise InvalidInput(
+            f"model {new.name}:{new.version} cannot replace {old.name}:{old.version}: it lacks outputs "
+            f"{_signature(missing)} that the next steps read (it has {_signature(new.outputs)})"
+        )
+
+
+def _fits(old: dict[str, Any], new: dict[str, Any] | None) -> bool:
+    """Same name and datatype, same rank, and each dimension equal or dynamic (-1) on either side."""
+    if new is None or new["datatype"] != old["datatype"] or len(new["shape"]) != len(old["shape"]):
+        return False
+    return all(a == b or -1 in (a, b) for a, b in zip(old["shape"], new["shape"], strict=True))
+
+
+def _signature(items: list[Any]) -> str:
+    return ", ".join(f"{i['name']}: {i['datatype']}{i['shape']}" for i in items)
 
 
 def _model_dict(row: ModelVersion) -> dict[str, Any]:

@@ -162,9 +162,7 @@ class Pipeline:
     def apply(self, spec: dict[str, Any] | str | None = None) -> int:
         """Store `spec` (a dict, or YAML text), or the draft built with add_step; returns the version."""
         if isinstance(spec, str):
-            reply = self.client.request(
-                "PUT", self._path, content=spec, headers={"content-type": "application/yaml"}
-            )
+            reply = self.client.request("PUT", self._path, content=spec, headers={"content-type": "application/yaml"})
         else:
             reply = self.client.request("PUT", self._path, json=spec if spec is not None else self._draft)
         return int(reply.json()["version"])
@@ -182,6 +180,24 @@ class Pipeline:
 
     def versions(self) -> list[dict[str, Any]]:
         return self.client.request("GET", f"{self._path}/versions").json()  # type: ignore[no-any-return]
+
+    def traffic(self) -> dict[str, Any]:
+        """The live traffic: `{"version", "status", "weights", "key", "shadows"}`."""
+        return self.client.request("GET", f"{self._path}/traffic").json()  # type: ignore[no-any-return]
+
+    def set_traffic(
+        self, weights: dict[str, float], *, key: str | None = None, shadows: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Change the live split (e.g. a canary ramp {"control": 90, "challenger": 10}), the split key
+        column and the shadow variants; returns once every router replica uses it. No restart."""
+        body = {"weights": weights, "key": key, "shadows": shadows or []}
+        return self.client.request("PUT", f"{self._path}/traffic", json=body).json()  # type: ignore[no-any-return]
+
+    def swap_model(self, step: str, model: str, *, variant: str = "main") -> dict[str, Any]:
+        """Hot-swap the model of `variant.step` for `model` ("name:version"): a new pipeline version,
+        applied in place; requests in flight finish on the old model. Returns once swapped."""
+        path = f"{self._path}/variants/{variant}/steps/{step}/model"
+        return self.client.request("PUT", path, json={"model": model}).json()  # type: ignore[no-any-return]
 
     def infer(self, data: Any, split_key: str | None = None) -> Any:
         """Run the pipeline on a pandas.DataFrame, pyarrow.Table, dict of columns, or V2 request dict;

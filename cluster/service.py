@@ -6,17 +6,19 @@ import asyncio
 import logging
 from typing import Any
 
+from pydantic import ValidationError
 from ray import serve
 
 from cluster.auth import Principal, Role
 from cluster.deployer import Deployer
-from cluster.registry import Registry
+from cluster.registry import Registry, spec_errors
 from cluster.settings import CorralSettings
 from cluster.store.artifacts import ArtifactStore
 from cluster.store.db import Database
+from cluster.store.tables import PipelineVersion
 from deployments.names import app_name
-from pipelines.errors import CorralError
-from pipelines.spec import TrafficSpec
+from pipelines.errors import Conflict, CorralError, InvalidInput
+from pipelines.spec import PipelineSpec, TrafficSpec
 
 log = logging.getLogger("corral.control")
 _current: ControlService | None = None
@@ -45,6 +47,41 @@ class ControlService:
         who.require(workspace, Role.editor)
         pv = await asyncio.to_thread(self.registry.get_pipeline_version, who, workspace, name, version)
         return await self.deployer.deploy(workspace, name, pv)
+
+    async def set_traffic(self, who: Principal, workspace: str, name: str, raw: Any) -> dict[str, Any]:
+        """Change the live split and shadows of a deployed pipeline: its routers reconfigure in place."""
+        who.require(workspace, Role.editor)
+        pv = await asyncio.to_thread(self._deployed_version, who, workspace, name)
+        spec = PipelineSpec.model_validate(pv.spec)
+        try:
+            traffic = TrafficSpec.model_validate(raw).for_variants(list(spec.variants))
+        except (ValidationError, ValueError) as exc:
+            detail = spec_errors(exc) if isinstance(exc, ValidationError) else str(exc)
+            raise InvalidInput(
+                f'invalid traffic: {detail}. Send {{"weights": {{variant: number}}, "key": column or null, '
+                f'"shadows": [variant]}} naming variants of version {pv.version}: {sorted(spec.variants)}'
+            ) from None
+        return await self.deployer.deploy(workspace, name, pv, traffic)
+
+    async def swap_model(
+        self, who: Principal, workspace: str, name: str, variant: str, step: str, model_ref: str
+    ) -> dict[str, Any]:
+        """Hot-swap the model of one step: a new pipeline version that differs only in that model,
+        applied to the running replicas in place, with the live traffic kept."""
+        who.require(workspace, Role.editor)
+        pv = await asyncio.to_thread(self._deployed_version, who, workspace, name)
+        new_pv = await asyncio.to_thread(self.registry.swap_model, who, workspace, name, pv, variant, step, model_ref)
+        state = await asyncio.to_thread(self.registry.pipeline_state, workspace, name)
+        traffic = TrafficSpec.model_validate(state.traffic) if state and state.traffic else None
+        result = await self.deployer.deploy(workspace, name, new_pv, traffic)
+        return {**result, "variant": variant, "step": step, "model": new_pv.resolved[f"{variant}.{step}"]["model"]}
+
+    def _deployed_version(self, who: Principal, workspace: str, name: str) -> PipelineVersion:
+        self.registry.get_pipeline_version(who, workspace, name)  # 404 for unknown pipelines first
+        state = self.registry.pipeline_state(workspace, name)
+        if state is None or not state.deployed or state.deployed_version is None:
+            raise Conflict(f"pipeline {name!r} is not deployed: deploy it first (corral pipelines deploy {name})")
+        return self.registry.version_row(workspace, name, state.deployed_version)
 
     def describe_pipeline(self, who: Principal, workspace: str, name: str) -> dict[str, Any]:
         latest = self.registry.get_pipeline_version(who, workspace, name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import uuid
 from typing import Any
 
 import orjson
@@ -17,6 +18,7 @@ from starlette.responses import Response
 
 from deployments.errors import as_domain_error, error_parts
 from deployments.names import CONTROL_APP, CONTROL_DEPLOYMENT, PROBE_HEADER, route_prefix
+from deployments.shadows import ShadowRunner
 from pipelines.codecs import decode_request, encode_response
 from pipelines.errors import CorralError, InvalidInput, NotFound, PayloadTooLarge
 from pipelines.spec import TrafficSpec
@@ -33,6 +35,7 @@ class RouterConfig:
 
     def __init__(self, raw: dict[str, Any]) -> None:
         self.version = int(raw["version"])
+        self.config_id: str = raw.get("config_id", "")
         self.traffic = TrafficSpec.model_validate(raw["traffic"])
         self.policy = TrafficPolicy.compile(self.traffic)
         self.probe_hash: str = raw.get("probe_hash", "")
@@ -54,14 +57,13 @@ class PipelineRouter:
         self.control = serve.get_deployment_handle(CONTROL_DEPLOYMENT, app_name=CONTROL_APP)
         self.auth_cache: dict[str, tuple[float, CorralError | None]] = {}
         self.config: RouterConfig | None = None
+        self.shadows = ShadowRunner(self._run_chain)
 
     def reconfigure(self, raw: dict[str, Any]) -> None:
         config = RouterConfig(raw)
         unknown = set(config.policy.variants) | set(config.traffic.shadows)
         if not unknown <= set(self.chains):
-            raise ValueError(
-                f"traffic names variants {sorted(unknown - set(self.chains))} this app does not have"
-            )
+            raise ValueError(f"traffic names variants {sorted(unknown - set(self.chains))} this app does not have")
         self.config = config
 
     # --- HTTP -----------------------------------------------------------------------------------
@@ -91,7 +93,9 @@ class PipelineRouter:
                 probe = headers.get(PROBE_HEADER)
                 if not (probe and hashlib.sha256(probe.encode()).hexdigest() == config.probe_hash):
                     await self._authorize(headers)
-                return _json({"name": self.pipeline, "ready": True, "version": config.version})
+                return _json(
+                    {"name": self.pipeline, "ready": True, "version": config.version, "config_id": config.config_id}
+                )
             await self._authorize(headers)
             if suffix == "/infer" and method == "POST":
                 return await self._infer_http(headers, body, config)
@@ -145,8 +149,8 @@ class PipelineRouter:
             raise self._too_large(len(body))
         decoded = decode_request(body, headers.get("content-type"), headers, max_bytes=self.max_payload_bytes)
         split_key = headers.get("x-corral-split-key") or _key_from_table(decoded.table, config.traffic.key)
-        variant = config.policy.pick(split_key)
-        result = await self._run_chain(variant, decoded.table)
+        request_id = uuid.uuid4().hex
+        variant, result = await self._serve(decoded.table, split_key, config, request_id)
         payload, reply_headers = encode_response(
             result,
             decoded,
@@ -155,7 +159,17 @@ class PipelineRouter:
             parameters={"variant": variant},
         )
         reply_headers.update(_reply_headers(config, variant))
+        reply_headers["x-corral-request-id"] = request_id
         return 200, reply_headers, payload
+
+    async def _serve(
+        self, table: pa.Table, split_key: str | None, config: RouterConfig, request_id: str
+    ) -> tuple[str, pa.Table]:
+        """Pick the variant, mirror the request to the shadows (never awaited), run the primary."""
+        variant = config.policy.pick(split_key)
+        for shadow in config.policy.shadows:
+            self.shadows.fire(shadow, table, request_id)
+        return variant, await self._run_chain(variant, table)
 
     async def _run_chain(self, variant: str, table: pa.Table) -> pa.Table:
         chain = self.chains[variant]
@@ -183,8 +197,8 @@ class PipelineRouter:
             raise InvalidInput(
                 f"infer() takes a pyarrow.Table, pandas.DataFrame or dict of columns, not {type(data).__name__}"
             )
-        variant = config.policy.pick(split_key or _key_from_table(table, config.traffic.key))
-        result = await self._run_chain(variant, table)
+        key = split_key or _key_from_table(table, config.traffic.key)
+        _, result = await self._serve(table, key, config, uuid.uuid4().hex)
         if isinstance(data, pd.DataFrame):
             return result.to_pandas()
         if isinstance(data, dict):
@@ -198,6 +212,8 @@ class PipelineRouter:
             "version": self.config.version,
             "traffic": self.config.traffic.model_dump(),
             "metadata": self.config.metadata,
+            "config_id": self.config.config_id,
+            "shadows": self.shadows.stats(),
         }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -38,19 +39,33 @@ def load_step(spec: StepSpec, model: bytes | None, *, default_threads: int = 1) 
 class StepDeployment:
     """Runs one step of one variant. Requests of fewer rows than the batch size are micro-batched."""
 
-    def __init__(self, step: dict[str, Any], model_sha256: str | None, storage_uri: str) -> None:
+    def __init__(self, step: dict[str, Any], storage_uri: str) -> None:
         self.spec = StepSpec.model_validate(step)
-        model = None
-        if model_sha256 is not None:
-            from cluster.store.artifacts import ArtifactStore  # lazy: only model steps read artifacts
-
-            model = ArtifactStore(storage_uri).get(model_sha256)
-        self.step = load_step(self.spec, model)
+        self.storage_uri = storage_uri
+        self.model_sha256: str | None = None
+        # Model steps get their model from reconfigure(), which Serve calls before the first request.
+        self.step: Step | None = None if self.spec.kind == "model" else load_step(self.spec, None)
         self.max_batch = self.spec.batching.max_batch_size if self.spec.batching else 1
         if self.spec.batching:
             batched: Any = self._batched  # serve.batch adds these setters at runtime
             batched.set_max_batch_size(self.spec.batching.max_batch_size)
             batched.set_batch_wait_timeout_s(self.spec.batching.wait_ms / 1000)
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Hot-swap: load and warm the new model beside the old one, then switch in one assignment.
+        Requests in flight keep the step object they started with, so they finish on the old model."""
+        sha = user_config.get("model_sha256")
+        if self.spec.kind != "model" or sha is None or sha == self.model_sha256:
+            return
+        self.step = await asyncio.to_thread(self._load_model, sha)
+        if self.model_sha256 is not None:
+            log.info("step %s swapped model %s -> %s", self.spec.name, self.model_sha256[:12], sha[:12])
+        self.model_sha256 = sha
+
+    def _load_model(self, sha256: str) -> Step:
+        from cluster.store.artifacts import ArtifactStore  # lazy: only model steps read artifacts
+
+        return load_step(self.spec, ArtifactStore(self.storage_uri).get(sha256))
 
     def describe(self) -> dict[str, Any]:
         """Where and how this replica runs its step (for operators and tests)."""
@@ -62,6 +77,7 @@ class StepDeployment:
             "providers": getattr(self.step, "providers", None),
             "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
             "max_batch_size": self.max_batch,
+            "model_sha256": self.model_sha256,
         }
 
     async def __call__(self, table: pa.Table) -> pa.Table:
@@ -70,15 +86,15 @@ class StepDeployment:
             if isinstance(result, CorralError):
                 raise result
             return result  # type: ignore[no-any-return]
-        return await call_step(self.step, table, step_name=self.spec.name)
+        return await call_step(self._step(), table, step_name=self.spec.name)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def _batched(self, tables: list[pa.Table]) -> list[pa.Table]:
         if len(tables) == 1:
-            return [await call_step(self.step, tables[0], step_name=self.spec.name)]
+            return [await call_step(self._step(), tables[0], step_name=self.spec.name)]
         try:
             merged = pa.concat_tables(tables, promote_options="permissive")
-            out = await call_step(self.step, merged, step_name=self.spec.name)
+            out = await call_step(self._step(), merged, step_name=self.spec.name)
         except (CorralError, pa.ArrowInvalid, pa.ArrowTypeError):
             # One bad request must not fail its neighbours: run them one by one instead.
             return [await self._alone(t) for t in tables]  # type: ignore[misc]
@@ -90,8 +106,12 @@ class StepDeployment:
             offset += t.num_rows
         return results
 
+    def _step(self) -> Step:
+        assert self.step is not None, "a model step is used before reconfigure() loaded its model"
+        return self.step
+
     async def _alone(self, table: pa.Table) -> pa.Table | CorralError:
         try:
-            return await call_step(self.step, table, step_name=self.spec.name)
+            return await call_step(self._step(), table, step_name=self.spec.name)
         except CorralError as exc:
             return exc  # handed back to that caller alone, which raises it

@@ -17,6 +17,7 @@ from rich.table import Table
 from cluster.lifecycle import up
 from cluster.sdk import Client
 from cluster.settings import CorralSettings
+from examples.experiment import run_experiment
 from examples.fraud import FEATURES, fraud_pipeline_spec, make_transactions, train_fraud_model
 
 PIPELINE = "fraud"
@@ -33,9 +34,7 @@ def run_demo(console: Console, n_requests: int = 300) -> dict[str, Any]:
     console.rule("[bold]2. train a fraud classifier on synthetic transactions")
     train = make_transactions(20_000, seed=1)
     model, mean, std = train_fraud_model(train, kind="logreg")
-    console.print(
-        f"trained LogisticRegression on {len(train):,} rows, fraud rate {train.is_fraud.mean():.1%}"
-    )
+    console.print(f"trained LogisticRegression on {len(train):,} rows, fraud rate {train.is_fraud.mean():.1%}")
     info = client.upload_model("fraud", model, n_features=len(FEATURES))
     console.print(f"converted to ONNX on this machine and uploaded as [bold]fraud:{info['version']}[/bold]")
 
@@ -77,7 +76,11 @@ def run_demo(console: Console, n_requests: int = 300) -> dict[str, Any]:
         scored = pa.ipc.open_stream(reply.content).read_all()
     batch_flagged = int(np.asarray(scored.column("is_fraud")).sum())
 
+    console.rule("[bold]5. experiment: canary, shadow, ramp, hot-swap")
+    experiment = run_experiment(console, client, f"fraud:{info['version']}", mean, std)
+
     figures = {
+        "experiment": experiment,
         "requests": n_requests,
         "p50_ms": statistics.median(latencies),
         "p99_ms": float(np.percentile(latencies, 99)),
@@ -89,17 +92,17 @@ def run_demo(console: Console, n_requests: int = 300) -> dict[str, Any]:
     }
     table = Table(title="what happened", show_header=False)
     table.add_row("single-row requests", f"{n_requests} (all 200), {flagged} flagged as fraud")
-    table.add_row(
-        "latency", f"p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms (over HTTP, c=1)"
-    )
-    table.add_row(
-        "one Arrow batch", f"{scored.num_rows:,} rows in {batch_s * 1000:.0f} ms, {batch_flagged} flagged"
-    )
+    table.add_row("latency", f"p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms (over HTTP, c=1)")
+    table.add_row("one Arrow batch", f"{scored.num_rows:,} rows in {batch_s * 1000:.0f} ms, {batch_flagged} flagged")
     table.add_row("pipeline", f"{PIPELINE} v{deployed['version']}: StandardScale -> ONNX logreg -> Threshold")
     table.add_row(
         "try it",
-        f"curl -H \"Authorization: Bearer $(cat {settings.admin_token_path})\" "
+        f'curl -H "Authorization: Bearer $(cat {settings.admin_token_path})" '
         f"{client.url}/ws/default/v2/models/{PIPELINE}",
+    )
+    table.add_row(
+        "experiment",
+        f"canary 10% -> 50% -> 100%, then a hot-swap: {experiment['failed']} failed requests",
     )
     table.add_row("API docs", f"{client.url}/api/v1/docs")
     table.add_row("Ray dashboard", f"http://127.0.0.1:{settings.dashboard_port} (token in ~/.ray/auth_token)")

@@ -83,6 +83,19 @@ class _Builtin(Generic[C]):
         return columns
 
 
+class _OneColumnStep(_Builtin[C]):
+    """A step that reads config `column` and writes config `output` (in place when it has none)."""
+
+    @classmethod
+    def required_columns(cls, config: dict[str, Any]) -> list[str]:
+        return [cls.parse(config).column]  # type: ignore[attr-defined]
+
+    @classmethod
+    def output_columns(cls, config: dict[str, Any], columns: list[str] | None) -> list[str] | None:
+        cfg = cls.parse(config)
+        return _added(columns, getattr(cfg, "output", None) or cfg.column)  # type: ignore[attr-defined]
+
+
 def _unique(values: list[Any], what: str) -> list[Any]:
     dupes = [v for v, n in Counter(values).items() if n > 1]
     if dupes:
@@ -473,7 +486,7 @@ class OneHotConfig(_Config):
         return [f"{prefix}_{c}" for c in self.categories]
 
 
-class OneHot(_Builtin[OneHotConfig]):
+class OneHot(_OneColumnStep[OneHotConfig]):
     """One float32 0/1 column `<prefix>_<category>` per category; unknown values give all zeros.
 
     The new columns take the original column's place (or follow it when `drop_original` is false).
@@ -536,10 +549,6 @@ class OneHot(_Builtin[OneHotConfig]):
         return pa.Table.from_arrays(columns, schema=pa.schema(fields, metadata=schema.metadata))
 
     @classmethod
-    def required_columns(cls, config: dict[str, Any]) -> list[str]:
-        return [cls.parse(config).column]  # type: ignore[attr-defined]
-
-    @classmethod
     def output_columns(cls, config: dict[str, Any], columns: list[str] | None) -> list[str] | None:
         cfg: OneHotConfig = cls.parse(config)  # type: ignore[assignment]
         if columns is None or cfg.column not in columns:
@@ -586,7 +595,7 @@ class ThresholdConfig(_Config):
         return value
 
 
-class Threshold(_Builtin[ThresholdConfig]):
+class Threshold(_OneColumnStep[ThresholdConfig]):
     """Add int64 column `output`: `above` where value > threshold, else `below` (null stays null).
 
     On a list column (e.g. class probabilities [N, 2]) it compares element `index`, by default the
@@ -637,21 +646,13 @@ class Threshold(_Builtin[ThresholdConfig]):
                 f"column {name!r} has no element {index} in every row ({exc}); send longer lists or fix 'index'"
             ) from None
 
-    @classmethod
-    def required_columns(cls, config: dict[str, Any]) -> list[str]:
-        return [cls.parse(config).column]  # type: ignore[attr-defined]
-
-    @classmethod
-    def output_columns(cls, config: dict[str, Any], columns: list[str] | None) -> list[str] | None:
-        return _added(columns, cls.parse(config).output)  # type: ignore[attr-defined]
-
 
 class ArgmaxConfig(_Config):
     column: str
     output: str = "class"
 
 
-class Argmax(_Builtin[ArgmaxConfig]):
+class Argmax(_OneColumnStep[ArgmaxConfig]):
     """Add int64 column `output`: the index of the largest element of each list row (ties: first)."""
 
     config_model = ArgmaxConfig
@@ -697,14 +698,6 @@ class Argmax(_Builtin[ArgmaxConfig]):
         best[has] = order[starts[has]] - starts[has]
         return best
 
-    @classmethod
-    def required_columns(cls, config: dict[str, Any]) -> list[str]:
-        return [cls.parse(config).column]  # type: ignore[attr-defined]
-
-    @classmethod
-    def output_columns(cls, config: dict[str, Any], columns: list[str] | None) -> list[str] | None:
-        return _added(columns, cls.parse(config).output)  # type: ignore[attr-defined]
-
 
 class LabelMapConfig(_Config):
     column: str
@@ -712,7 +705,7 @@ class LabelMapConfig(_Config):
     output: str | None = None
 
 
-class LabelMap(_Builtin[LabelMapConfig]):
+class LabelMap(_OneColumnStep[LabelMapConfig]):
     """Map class ids (ints, or their string form) to label strings; unknown ids give null."""
 
     config_model = LabelMapConfig
@@ -752,15 +745,6 @@ class LabelMap(_Builtin[LabelMapConfig]):
             column = column.cast(key_type) if type_ != key_type else column
             mapped = labels.take(pc.index_in(column, value_set=keys))
         return _put(table, self.cfg.output or name, mapped)
-
-    @classmethod
-    def required_columns(cls, config: dict[str, Any]) -> list[str]:
-        return [cls.parse(config).column]  # type: ignore[attr-defined]
-
-    @classmethod
-    def output_columns(cls, config: dict[str, Any], columns: list[str] | None) -> list[str] | None:
-        cfg: LabelMapConfig = cls.parse(config)  # type: ignore[assignment]
-        return _added(columns, cfg.output or cfg.column)
 
 
 def _numbers(column: pa.ChunkedArray) -> list[Any]:

@@ -139,6 +139,8 @@ class TrafficSpec(_Strict):
                 raise ValueError(f"traffic weight of {variant!r} is negative ({weight}): use 0 or more")
         if self.weights and sum(self.weights.values()) <= 0:
             raise ValueError("traffic weights are all zero: give at least one variant a positive weight")
+        if len(set(self.shadows)) != len(self.shadows):
+            raise ValueError(f"shadows {self.shadows} name a variant more than once: list each once")
         both = sorted(set(self.shadows) & {v for v, w in self.weights.items() if w > 0})
         if both:
             raise ValueError(
@@ -146,12 +148,33 @@ class TrafficSpec(_Strict):
             )
         return self
 
+    def for_variants(self, variants: list[str]) -> TrafficSpec:
+        """This traffic checked against a pipeline's variants; no weights means all to the first
+        variant that is not a shadow. Raises ValueError naming what is wrong."""
+        unknown = sorted((set(self.weights) | set(self.shadows)) - set(variants))
+        if unknown:
+            raise ValueError(f"traffic names unknown variants {unknown}; the variants are {sorted(variants)}")
+        if self.weights:
+            return self
+        primary = next((v for v in variants if v not in self.shadows), None)
+        if primary is None:
+            raise ValueError("every variant is a shadow: at least one variant must serve traffic")
+        return self.model_copy(update={"weights": {primary: 1.0}})
+
+
+class RouterSpec(_Strict):
+    """The pipeline's ingress router: its replicas (any number; traffic splits stay exact) and CPUs."""
+
+    num_cpus: float = Field(default=0.25, ge=0)
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+
 
 class PipelineSpec(_Strict):
     """A pipeline: named variants of step chains, a traffic policy and validations."""
 
     variants: dict[str, VariantSpec]
     traffic: TrafficSpec = Field(default_factory=TrafficSpec)
+    router: RouterSpec = Field(default_factory=RouterSpec)
     validations: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -170,16 +193,7 @@ class PipelineSpec(_Strict):
             raise ValueError("a pipeline needs at least one variant with steps")
         for name in self.variants:
             check_name("variant", name)
-        known = set(self.variants)
-        unknown = sorted((set(self.traffic.weights) | set(self.traffic.shadows)) - known)
-        if unknown:
-            raise ValueError(f"traffic names unknown variants {unknown}; the variants are {sorted(known)}")
-        if not self.traffic.weights:
-            # No weights: everything goes to the first variant that is not a shadow.
-            primary = next((v for v in self.variants if v not in self.traffic.shadows), None)
-            if primary is None:
-                raise ValueError("every variant is a shadow: at least one variant must serve traffic")
-            self.traffic = self.traffic.model_copy(update={"weights": {primary: 1.0}})
+        self.traffic = self.traffic.for_variants(list(self.variants))
         return self
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
 
 def utcnow() -> datetime:
@@ -31,42 +31,38 @@ class Token(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class ModelVersion(Base):
-    __tablename__ = "models"
-    __table_args__ = (UniqueConstraint("workspace", "name", "version"),)
+class Versioned:
+    """Rows that are immutable numbered versions of a name within a workspace."""
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[Any, ...]:
+        return (UniqueConstraint("workspace", "name", "version"),)  # one constraint object per table
+
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     workspace: Mapped[str] = mapped_column(ForeignKey("workspaces.name"))
     name: Mapped[str] = mapped_column(String(63))
     version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModelVersion(Versioned, Base):
+    __tablename__ = "models"
     sha256: Mapped[str] = mapped_column(String(64))
     inputs: Mapped[list[Any]] = mapped_column(JSON)
     outputs: Mapped[list[Any]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class CodeVersion(Base):
+class CodeVersion(Versioned, Base):
     __tablename__ = "code"
-    __table_args__ = (UniqueConstraint("workspace", "name", "version"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    workspace: Mapped[str] = mapped_column(ForeignKey("workspaces.name"))
-    name: Mapped[str] = mapped_column(String(63))
-    version: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
     filename: Mapped[str] = mapped_column(String(255))
     modules: Mapped[list[Any]] = mapped_column(JSON)  # top-level module/package names it provides
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class PipelineVersion(Base):
+class PipelineVersion(Versioned, Base):
     __tablename__ = "pipeline_versions"
-    __table_args__ = (UniqueConstraint("workspace", "name", "version"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    workspace: Mapped[str] = mapped_column(ForeignKey("workspaces.name"))
-    name: Mapped[str] = mapped_column(String(63))
-    version: Mapped[int] = mapped_column(Integer)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     resolved: Mapped[dict[str, Any]] = mapped_column(JSON)  # model refs -> exact versions, code refs
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Pipeline(Base):
