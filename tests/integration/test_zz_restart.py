@@ -14,7 +14,9 @@ def test_pipeline_comes_back_deployed_after_restart(
 ) -> None:
     from cluster import lifecycle
 
+    admin.pipeline("fraud").set_traffic({"main": 3})  # live traffic, not the spec's: must survive too
     before = admin.pipeline("fraud").status()
+    assert before["traffic"]["weights"] == {"main": 3.0}
     assert before["status"] == "running"
     again = lifecycle.up(corral, say=print)
     assert again.already_running  # `corral up` on a running Corral is a no-op that says so
