@@ -88,13 +88,16 @@ TRAFFIC_SHAPE = '{"weights": {"variant": number}, "key": "column" or null, "shad
 
 async def json_body(request: Request, shape: str) -> Any:
     """The request's JSON body; a 400 that shows the expected shape when it is empty or not JSON."""
-    body = await request.body()
+    return decode_json(await request.body(), f"JSON like {shape}")
+
+
+def decode_json(body: bytes, expected: str) -> Any:
     if not body.strip():
-        raise BadPayload(f"empty body: send JSON like {shape}")
+        raise BadPayload(f"empty body: send {expected}")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise BadPayload(f"the body is not valid JSON ({exc}): send JSON like {shape}") from None
+        raise BadPayload(f"the body is not valid JSON ({exc}): send {expected}") from None
 
 
 def parse_spec_body(body: bytes, content_type: str) -> Any:
@@ -102,10 +105,7 @@ def parse_spec_body(body: bytes, content_type: str) -> Any:
         raise BadPayload("empty body: send a pipeline spec as JSON or YAML")
     media = content_type.split(";")[0].strip().lower()
     if media in ("application/json", ""):
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise BadPayload(f"the spec is not valid JSON: {exc}") from exc
+        return decode_json(body, "a pipeline spec as JSON or YAML")
     if media in ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"):
         try:
             return yaml.safe_load(body)

@@ -5,6 +5,7 @@ Every method is one transaction: it either changes the store completely or not a
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -281,17 +282,10 @@ class Registry:
             old = s.scalars(select(ModelVersion).where(ModelVersion.sha256 == pv.resolved[key]["sha256"])).first()
             if old is not None:
                 _check_drop_in(old, new)
-        data = pv.spec | {
-            "variants": {
-                v: {
-                    "steps": [
-                        s | {"model": f"{new.name}:{new.version}"} if v == variant and s["name"] == step else s
-                        for s in vs["steps"]
-                    ]
-                }
-                for v, vs in pv.spec["variants"].items()
-            }
-        }
+        data = copy.deepcopy(pv.spec)
+        for step_spec in data["variants"][variant]["steps"]:
+            if step_spec["name"] == step:
+                step_spec["model"] = f"{new.name}:{new.version}"
         version, _ = self.put_pipeline(who, workspace, name, data)
         return self.version_row(workspace, name, version)
 

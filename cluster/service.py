@@ -51,7 +51,7 @@ class ControlService:
     async def set_traffic(self, who: Principal, workspace: str, name: str, raw: Any) -> dict[str, Any]:
         """Change the live split and shadows of a deployed pipeline: its routers reconfigure in place."""
         who.require(workspace, Role.editor)
-        pv = await asyncio.to_thread(self._deployed_version, who, workspace, name)
+        pv, _ = await asyncio.to_thread(self._deployed, who, workspace, name)
         spec = PipelineSpec.model_validate(pv.spec)
         try:
             traffic = TrafficSpec.model_validate(raw).for_variants(list(spec.variants))
@@ -69,19 +69,19 @@ class ControlService:
         """Hot-swap the model of one step: a new pipeline version that differs only in that model,
         applied to the running replicas in place, with the live traffic kept."""
         who.require(workspace, Role.editor)
-        pv = await asyncio.to_thread(self._deployed_version, who, workspace, name)
+        pv, live = await asyncio.to_thread(self._deployed, who, workspace, name)
         new_pv = await asyncio.to_thread(self.registry.swap_model, who, workspace, name, pv, variant, step, model_ref)
-        state = await asyncio.to_thread(self.registry.pipeline_state, workspace, name)
-        traffic = TrafficSpec.model_validate(state.traffic) if state and state.traffic else None
-        result = await self.deployer.deploy(workspace, name, new_pv, traffic)
+        result = await self.deployer.deploy(workspace, name, new_pv, live)
         return {**result, "variant": variant, "step": step, "model": new_pv.resolved[f"{variant}.{step}"]["model"]}
 
-    def _deployed_version(self, who: Principal, workspace: str, name: str) -> PipelineVersion:
-        self.registry.get_pipeline_version(who, workspace, name)  # 404 for unknown pipelines first
+    def _deployed(self, who: Principal, workspace: str, name: str) -> tuple[PipelineVersion, TrafficSpec | None]:
+        """The deployed version of a pipeline and its live traffic; 404 unknown, 409 not deployed."""
+        self.registry.get_pipeline_version(who, workspace, name)
         state = self.registry.pipeline_state(workspace, name)
         if state is None or not state.deployed or state.deployed_version is None:
             raise Conflict(f"pipeline {name!r} is not deployed: deploy it first (corral pipelines deploy {name})")
-        return self.registry.version_row(workspace, name, state.deployed_version)
+        live = TrafficSpec.model_validate(state.traffic) if state.traffic else None
+        return self.registry.version_row(workspace, name, state.deployed_version), live
 
     def describe_pipeline(self, who: Principal, workspace: str, name: str) -> dict[str, Any]:
         latest = self.registry.get_pipeline_version(who, workspace, name)

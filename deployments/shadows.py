@@ -82,6 +82,6 @@ class ShadowRunner:
         return {**self.counts, "in_flight": len(self.tasks)}
 
     async def drain(self) -> None:
-        """Wait for the shadow calls in flight (on replica shutdown)."""
+        """Wait for the shadow calls in flight (tests use it; nothing calls it on replica shutdown yet)."""
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=self.timeout_s + 1.0)

@@ -78,6 +78,7 @@ class StepDeployment:
             "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
             "max_batch_size": self.max_batch,
             "model_sha256": self.model_sha256,
+            "replica": serve.get_replica_context().replica_id.unique_id,  # proves in-place updates
         }
 
     async def __call__(self, table: pa.Table) -> pa.Table:

@@ -136,6 +136,10 @@ def test_weighted_split_with_three_router_replicas(
     spec["router"]["autoscaling"] = {"min_replicas": 3, "max_replicas": 3}  # a lightweight update
     ab.apply(spec)
     ab.deploy()
+    from ray import serve
+
+    states = serve.status().applications["default--ab"].deployments["router"].replica_states
+    assert sum(n for state, n in states.items() if str(state).endswith("RUNNING")) == 3, states
     assert_70_30(observed_split(http, admin_headers, 2000))
 
 
@@ -225,6 +229,16 @@ def test_traffic_of_an_undeployed_pipeline_is_409(
     assert reply.status_code == 409 and "deploy it first" in reply.json()["error"]
 
 
+def step_replicas(app: str) -> dict[str, str]:
+    """The replica id serving each model step of `app` (one replica each in these pipelines)."""
+    from ray import serve
+
+    return {
+        name: serve.get_deployment_handle(name, app_name=app).describe.remote().result(timeout_s=60)["replica"]
+        for name in ("control.model", "challenger.model")
+    }
+
+
 class Load:
     """Eight clients calling a pipeline until stopped; records every reply's status and value."""
 
@@ -277,6 +291,7 @@ def test_ramp_swap_and_version_switch_under_load_fail_no_request(
     }
     pipeline = admin.pipeline("live", spec)
     pipeline.deploy()
+    replicas_before = step_replicas("default--live")
     try:
         with Load(corral.base_url, admin_headers, "live") as load:
             for share in (10, 50, 100):
@@ -301,6 +316,8 @@ def test_ramp_swap_and_version_switch_under_load_fail_no_request(
         swapped_replies = [r[2] for r in load.since(after_swap) if r[0] < before_switch]
         assert swapped_replies and set(swapped_replies) == {3.0}
         assert {r[2] for r in load.since(after_switch)} == {1.0}
+        # ramp, swap and a version that changed only a model reconfigured the replicas: none restarted
+        assert step_replicas("default--live") == replicas_before
     finally:
         pipeline.undeploy()
 
