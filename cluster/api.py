@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import yaml
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -18,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cluster.auth import Principal, Role
 from cluster.service import ControlService, current_service
 from deployments.errors import error_response
+from monitoring.log_store import rows_as_json
 from pipelines.errors import (
     BadPayload,
     CorralError,
@@ -29,6 +31,14 @@ from pipelines.errors import (
 )
 
 API = "/api/v1"
+ARROW_FILE = "application/vnd.apache.arrow.file"
+
+
+def arrow_file(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
 log = logging.getLogger("corral.api")
 
 
@@ -286,6 +296,24 @@ def build_api() -> FastAPI:
         if not isinstance(body, dict) or set(body) != {"model"} or not isinstance(body["model"], str):
             raise InvalidInput('send {"model": "name:version"}, naming a model uploaded to this workspace')
         return await svc.swap_model(who, w, p, v, s, body["model"])
+
+    @app.get(f"{API}/workspaces/{{w}}/pipelines/{{p}}/logs")
+    async def logs(
+        w: str,
+        p: str,
+        request: Request,
+        start: str | None = None,
+        end: str | None = None,
+        limit: int = 1000,
+        who: Principal = Depends(principal),
+        svc: ControlService = Depends(service),
+    ) -> Response:
+        """Inference log rows in [start, end) (ISO 8601; default the last day): the newest `limit`,
+        oldest first. JSON `{"rows": [...]}`, or an Arrow file with `Accept: application/vnd.apache.arrow.file`."""
+        table = await asyncio.to_thread(svc.query_logs, who, w, p, start, end, limit)
+        if ARROW_FILE in request.headers.get("accept", ""):
+            return Response(arrow_file(table), media_type=ARROW_FILE)
+        return Response(orjson.dumps({"rows": rows_as_json(table)}), media_type="application/json")
 
     # --- workspace-level Open Inference Protocol ------------------------------------------------
     @app.get("/ws/{w}/v2")

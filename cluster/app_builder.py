@@ -59,9 +59,12 @@ def scaling_options_of(scaling: Autoscaling) -> dict[str, Any]:
     }
 
 
-def router_config(version: int, traffic: TrafficSpec, probe: str, metadata: dict[str, Any]) -> dict[str, Any]:
+def router_config(
+    version: int, traffic: TrafficSpec, probe: str, metadata: dict[str, Any], validations: dict[str, str]
+) -> dict[str, Any]:
     return {
         "version": version,
+        "validations": validations,
         "config_id": secrets.token_hex(8),  # tells the deployer when this exact config is live
         "traffic": traffic.model_dump(mode="json"),
         "probe_hash": hashlib.sha256(probe.encode()).hexdigest(),

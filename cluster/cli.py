@@ -340,6 +340,51 @@ def infer(
         console.print(frame.to_string(max_rows=50))
 
 
+@app.command()
+def logs(
+    name: str,
+    since: str = typer.Option("1h", help="how far back: a duration (30s, 10m, 1h, 1d) or an ISO 8601 time"),
+    until: str = typer.Option(None, help="end of the range (ISO 8601); default now"),
+    limit: int = typer.Option(50, help="show the newest LIMIT rows of the range, oldest first"),
+    output: Path = typer.Option(None, "--output", "-o", help="save all columns to .csv, .parquet or .json"),
+    workspace: str = WorkspaceOpt,
+) -> None:
+    """Show the inference log of pipeline NAME: inputs, outputs, variant, anomalies, latency.
+
+    Example: `corral logs fraud --since 10m --limit 20`, or `-o last-day.parquet --since 1d --limit 1000000`.
+    """
+    start = _run(_since, since, until)
+    frame = _run(_client(workspace).pipeline(name).logs, start=start, end=until, limit=limit)
+    if output:
+        _write_output(frame, output)
+        console.print(f"wrote {len(frame)} log rows to {output}")
+        return
+    if frame.empty:
+        console.print(f"no log rows for {name} since {start}: send it traffic, or widen --since")
+        return
+    console.print(frame.to_string(max_rows=limit, max_colwidth=24))
+    console.print(f"[dim]{len(frame)} rows; all columns with --output FILE[/dim]")
+
+
+def _since(since: str, until: str | None) -> str:
+    """`--since` as an ISO 8601 start time: a duration counts back from --until (or now)."""
+    from datetime import UTC, datetime, timedelta
+
+    from monitoring.assay_spec import parse_duration
+    from monitoring.time_range import parse_instant
+    from pipelines.errors import CorralError
+
+    try:
+        seconds = parse_duration(since)
+    except CorralError:
+        try:
+            return parse_instant(since, "--since").isoformat()
+        except CorralError as exc:
+            raise ValueError(f"--since {since!r}: give a duration such as 1h or an ISO 8601 time") from exc
+    end = parse_instant(until, "--until") if until else datetime.now(UTC)
+    return (end - timedelta(seconds=seconds)).isoformat()
+
+
 def _read_input(path: Path) -> Any:
     import pandas as pd
     import pyarrow as pa

@@ -63,7 +63,7 @@ class Deployer:
     ) -> None:
         app = app_name(workspace, name)
         metadata = await asyncio.to_thread(self._metadata, workspace, name, pv, spec)
-        user_config = router_config(pv.version, traffic, self.probe, metadata)
+        user_config = router_config(pv.version, traffic, self.probe, metadata, spec.validations)
         application = build_app(
             workspace=workspace,
             pipeline=name,

@@ -18,7 +18,7 @@ import httpx
 
 from cluster.auth import hash_token, new_token
 from cluster.settings import CorralSettings
-from deployments.names import CONTROL_APP
+from deployments.names import CONTROL_APP, LOG_SINK_DEPLOYMENT, LOGS_APP
 
 Say = Callable[[str], None]
 OWNED_MARKER = "ray-started-by-corral"
@@ -157,6 +157,8 @@ def up(settings: CorralSettings, say: Say = print) -> UpResult:
         return UpResult(True, False, [], settings.base_url, dashboard)
     say(f"starting Ray Serve on {settings.host}:{settings.port}")
     serve.start(http_options={"host": settings.host, "port": settings.port})
+    say(f"deploying the log sink (inference logs in {settings.logs_path})")
+    deploy_log_sink(settings)
     say("deploying the control application")
     serve.run(
         control_application(settings, hash_token(token)), name=CONTROL_APP, route_prefix="/", blocking=False
@@ -173,6 +175,35 @@ def up(settings: CorralSettings, say: Say = print) -> UpResult:
     return UpResult(False, started, restored, settings.base_url, dashboard)
 
 
+def deploy_log_sink(settings: CorralSettings) -> None:
+    """The `corral-logs` application: one LogSink replica, no HTTP route (routers call it by handle)."""
+    from typing import cast
+
+    from ray import serve
+    from ray.serve.deployment import Deployment
+
+    from deployments.log_sink import LogSink
+
+    sink = cast(Deployment, LogSink).options(name=LOG_SINK_DEPLOYMENT)
+    serve.run(sink.bind(str(settings.logs_path)), name=LOGS_APP, route_prefix=None, blocking=False)
+
+
+def drain_logs(say: Say) -> None:
+    """Stop pipeline apps first (routers flush their log buffers on the way out), then the sink merges."""
+    from ray import serve
+
+    apps = [name for name in serve.status().applications if name not in (CONTROL_APP, LOGS_APP)]
+    if apps:
+        say(f"stopping {len(apps)} pipeline application(s); their last log rows are flushed")
+    for name in apps:
+        try:
+            serve.delete(name)
+        except Exception as exc:  # keep going: the other apps' logs matter too
+            say(f"could not stop {name}: {exc}")
+    with contextlib.suppress(Exception):
+        serve.get_deployment_handle(LOG_SINK_DEPLOYMENT, app_name=LOGS_APP).flush.remote().result(timeout_s=120)
+
+
 def down(settings: CorralSettings, say: Say = print) -> None:
     """Stop Corral: Serve apps go (the store keeps what was deployed), then Ray if Corral started it."""
     owned = (settings.home / OWNED_MARKER).exists()
@@ -184,6 +215,7 @@ def down(settings: CorralSettings, say: Say = print) -> None:
 
         _connect(settings.ray_address or "auto")
         say("removing Corral's Serve applications (Ray keeps running: Corral did not start it)")
+        drain_logs(say)
         serve.shutdown()
         return
     if _ray_running():
@@ -192,6 +224,7 @@ def down(settings: CorralSettings, say: Say = print) -> None:
 
             _connect("auto")
             say("stopping Serve (in-flight requests finish)")
+            drain_logs(say)
             serve.shutdown()
         except Exception as exc:  # the cluster is going away anyway
             say(f"serve shutdown: {exc}")

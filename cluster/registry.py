@@ -20,6 +20,7 @@ from cluster.store.artifacts import ArtifactStore
 from cluster.store.db import Database
 from cluster.store.tables import CodeVersion, ModelVersion, Pipeline, PipelineVersion, Token, Workspace
 from pipelines.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from pipelines.rules import check_columns, parse_rules
 from pipelines.spec import PipelineSpec, TrafficSpec, check_name, parse_model_ref
 from pipelines.validation import ModelSignature, validate_pipeline
 
@@ -258,6 +259,7 @@ class Registry:
                     }
                     code[key] = sources
         validate_pipeline(spec, signatures, uploaded_steps=set(code))
+        _check_validations(spec, signatures)
         return resolved
 
     def swap_model(
@@ -433,3 +435,22 @@ def _model_dict(row: ModelVersion) -> dict[str, Any]:
         "outputs": row.outputs,
         "created_at": row.created_at.isoformat() if row.created_at else None,
     }
+
+
+def _check_validations(spec: PipelineSpec, signatures: dict[str, ModelSignature]) -> None:
+    """Validations must parse and name only columns the pipeline is known to take or return."""
+    from cluster.metadata import pipeline_metadata
+
+    rules = parse_rules(spec.validations)
+    if not rules:
+        return
+    metadata = pipeline_metadata("", 0, spec, signatures)
+    known = {f"in.{t['name']}" for t in metadata["inputs"]} | {f"out.{t['name']}" for t in metadata["outputs"]}
+    # Columns a step of uploaded code makes cannot be known before it runs: check only what can be.
+    checkable = [r for r in rules if all(_side_known(c, metadata) for c in r.columns)]
+    check_columns(checkable, known)
+
+
+def _side_known(column: str, metadata: dict[str, Any]) -> bool:
+    return bool(metadata["inputs"] if column.startswith("in.") else metadata["outputs"])
+

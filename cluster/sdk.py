@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import io
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pyarrow as pa
 
 from cluster.settings import CorralSettings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
@@ -228,3 +232,24 @@ class Pipeline:
         if isinstance(data, dict):
             return result.to_pydict()
         return result
+
+    def logs(
+        self,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        limit: int = 1000,
+    ) -> pd.DataFrame:
+        """Inference log rows in [start, end) as a DataFrame: the newest `limit`, oldest first.
+
+        Defaults: end = now, start = a day before end. Naive datetimes are UTC. Columns follow the
+        log contract: time, request_id, pipeline_version, variant, in.*, out.*, shadow.*, anomaly.*,
+        latency_ms.
+        """
+        params: dict[str, Any] = {"limit": limit}
+        for name, value in (("start", start), ("end", end)):
+            if value is not None:
+                params[name] = value.isoformat() if isinstance(value, datetime) else value
+        reply = self.client.request(
+            "GET", f"{self._path}/logs", params=params, headers={"accept": "application/vnd.apache.arrow.file"}
+        )
+        return pa.ipc.open_file(reply.content).read_all().to_pandas()

@@ -17,10 +17,13 @@ from cluster.store.artifacts import ArtifactStore
 from cluster.store.db import Database
 from cluster.store.tables import PipelineVersion
 from deployments.names import app_name
+from monitoring.log_store import LogStore
+from monitoring.time_range import time_range
 from pipelines.errors import Conflict, CorralError, InvalidInput
 from pipelines.spec import PipelineSpec, TrafficSpec
 
 log = logging.getLogger("corral.control")
+MAX_LOG_ROWS = 1_000_000
 _current: ControlService | None = None
 
 
@@ -41,7 +44,18 @@ class ControlService:
         if admin_token_hash:
             self.registry.ensure_admin(admin_token_hash)
         self.deployer = Deployer(settings, self.registry)
+        self.logs = LogStore(settings.logs_path)
         _current = self
+
+    def query_logs(
+        self, who: Principal, workspace: str, name: str, start: str | None, end: str | None, limit: int
+    ) -> Any:
+        """The newest `limit` log rows of a pipeline in [start, end) (default: the last day), oldest first."""
+        self.registry.get_pipeline_version(who, workspace, name)  # 404 unless visible
+        if not 1 <= limit <= MAX_LOG_ROWS:
+            raise InvalidInput(f"limit={limit} is out of range: ask for 1 to {MAX_LOG_ROWS:,} rows")
+        since, until = time_range(start, end)
+        return self.logs.query(workspace, name, since, until, limit)
 
     async def deploy(self, who: Principal, workspace: str, name: str, version: int | None) -> dict[str, Any]:
         who.require(workspace, Role.editor)

@@ -43,6 +43,11 @@ class CorralSettings(BaseSettings):
         return self.storage_uri or str(self.home / "artifacts")
 
     @property
+    def logs_path(self) -> Path:
+        """Inference logs (Parquet, partitioned workspace/pipeline/date)."""
+        return self.home / "logs"
+
+    @property
     def admin_token_path(self) -> Path:
         return self.home / "admin-token"
 

@@ -3,6 +3,8 @@
 CONTROL_APP = "corral-control"
 CONTROL_DEPLOYMENT = "CorralControl"
 ROUTER_DEPLOYMENT = "router"
+LOGS_APP = "corral-logs"
+LOG_SINK_DEPLOYMENT = "LogSink"
 PROBE_HEADER = "x-corral-probe"
 
 

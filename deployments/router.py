@@ -6,21 +6,43 @@ import hashlib
 import logging
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import Response
 
 from deployments.errors import as_domain_error, error_parts
-from deployments.names import CONTROL_APP, CONTROL_DEPLOYMENT, PROBE_HEADER, route_prefix
-from deployments.shadows import ShadowRunner
+from deployments.log_buffer import LogBuffer
+from deployments.metrics import metric
+from deployments.names import (
+    CONTROL_APP,
+    CONTROL_DEPLOYMENT,
+    LOG_SINK_DEPLOYMENT,
+    LOGS_APP,
+    PROBE_HEADER,
+    route_prefix,
+)
+from deployments.shadows import ShadowOutcome, ShadowRunner
+from monitoring.log_schema import inference_rows, shadow_rows, with_anomalies
+from monitoring.log_store import INFERENCES, SHADOWS
+from monitoring.metrics import (
+    LOG_ROWS_DROPPED,
+    REQUEST_LATENCY,
+    REQUESTS,
+    ROWS,
+    SHADOW_CALLS,
+    VALIDATION_FAILURES,
+)
 from pipelines.codecs import decode_request, encode_response
 from pipelines.errors import CorralError, InvalidInput, NotFound, PayloadTooLarge
+from pipelines.rules import flag_rows, parse_rules
 from pipelines.spec import TrafficSpec
 from pipelines.traffic import TrafficPolicy
 
@@ -40,6 +62,8 @@ class RouterConfig:
         self.policy = TrafficPolicy.compile(self.traffic)
         self.probe_hash: str = raw.get("probe_hash", "")
         self.metadata: dict[str, Any] = raw.get("metadata", {})
+        self.rules = parse_rules(raw.get("validations", {}))
+        self.failing_rules: set[str] = set()  # validations that could not run, reported once per config
 
 
 @serve.deployment(max_ongoing_requests=1000)
@@ -58,6 +82,21 @@ class PipelineRouter:
         self.auth_cache: dict[str, tuple[float, CorralError | None]] = {}
         self.config: RouterConfig | None = None
         self.shadows = ShadowRunner(self._run_chain)
+        self.sink = serve.get_deployment_handle(LOG_SINK_DEPLOYMENT, app_name=LOGS_APP)
+        self.tags = {"workspace": workspace, "pipeline": pipeline}
+        self.logs = LogBuffer(self._send_logs, on_drop=self._count_dropped_logs)
+        self.shadows.listeners.append(self._log_shadow)
+
+    def _count_dropped_logs(self, rows: int) -> None:
+        metric(LOG_ROWS_DROPPED).inc(rows, self.tags)
+
+    async def _send_logs(self, kind: str, rows: pa.Table) -> None:
+        await self.sink.append.remote(kind, self.workspace, self.pipeline, rows)
+
+    async def __del__(self) -> None:
+        """Serve calls this on graceful shutdown (undeploy, `corral down`): nothing logged is lost."""
+        await self.shadows.drain(timeout_s=5.0)
+        await self.logs.flush()
 
     def reconfigure(self, raw: dict[str, Any]) -> None:
         config = RouterConfig(raw)
@@ -84,9 +123,9 @@ class PipelineRouter:
         requests here through a handle while the HTTP proxy catches up with a new route."""
         assert self.config is not None
         config = self.config
+        suffix = path[len(self.prefix) :] if path.startswith(self.prefix) else path
+        suffix = suffix.rstrip("/")
         try:
-            suffix = path[len(self.prefix) :] if path.startswith(self.prefix) else path
-            suffix = suffix.rstrip("/")
             if suffix.startswith("/versions/"):
                 suffix = self._strip_version(suffix, config)
             if suffix == "/ready" and method == "GET":
@@ -98,7 +137,9 @@ class PipelineRouter:
                 )
             await self._authorize(headers)
             if suffix == "/infer" and method == "POST":
-                return await self._infer_http(headers, body, config)
+                reply = await self._infer_http(headers, body, config)
+                self._count_request(reply[0], reply[1].get("x-corral-variant", ""))
+                return reply
             if suffix == "" and method == "GET":
                 return _json(config.metadata)
             raise NotFound(
@@ -106,7 +147,13 @@ class PipelineRouter:
                 f"or POST {self.prefix}/infer"
             )
         except CorralError as exc:
-            return error_parts(exc, _reply_headers(config, None))
+            reply = error_parts(exc, _reply_headers(config, None))
+            if suffix == "/infer":
+                self._count_request(reply[0], "")
+            return reply
+
+    def _count_request(self, status: int, variant: str) -> None:
+        metric(REQUESTS).inc(1, {**self.tags, "variant": variant, "status": str(status)})
 
     def _too_large(self, size: int) -> PayloadTooLarge:
         return PayloadTooLarge(
@@ -145,12 +192,13 @@ class PipelineRouter:
     async def _infer_http(
         self, headers: dict[str, str], body: bytes, config: RouterConfig
     ) -> tuple[int, dict[str, str], bytes]:
+        started = (datetime.now(UTC), time.perf_counter())
         if len(body) > self.max_payload_bytes:
             raise self._too_large(len(body))
         decoded = decode_request(body, headers.get("content-type"), headers, max_bytes=self.max_payload_bytes)
         split_key = headers.get("x-corral-split-key") or _key_from_table(decoded.table, config.traffic.key)
         request_id = uuid.uuid4().hex
-        variant, result = await self._serve(decoded.table, split_key, config, request_id)
+        variant, result = await self._serve(decoded.table, split_key, config, request_id, started)
         payload, reply_headers = encode_response(
             result,
             decoded,
@@ -163,13 +211,67 @@ class PipelineRouter:
         return 200, reply_headers, payload
 
     async def _serve(
-        self, table: pa.Table, split_key: str | None, config: RouterConfig, request_id: str
+        self,
+        table: pa.Table,
+        split_key: str | None,
+        config: RouterConfig,
+        request_id: str,
+        started: tuple[datetime, float],
     ) -> tuple[str, pa.Table]:
-        """Pick the variant, mirror the request to the shadows (never awaited), run the primary."""
+        """Pick the variant, mirror the request to the shadows (never awaited), run the primary, log it."""
         variant = config.policy.pick(split_key)
         for shadow in config.policy.shadows:
             self.shadows.fire(shadow, table, request_id)
-        return variant, await self._run_chain(variant, table)
+        result = await self._run_chain(variant, table)
+        self._log_inference(config, request_id, variant, table, result, started)
+        return variant, result
+
+    def _log_inference(
+        self,
+        config: RouterConfig,
+        request_id: str,
+        variant: str,
+        inputs: pa.Table,
+        outputs: pa.Table,
+        started: tuple[datetime, float],
+    ) -> None:
+        try:
+            rows = inference_rows(
+                time=started[0],
+                request_id=request_id,
+                version=config.version,
+                variant=variant,
+                inputs=inputs,
+                outputs=outputs,
+                latency_ms=(time.perf_counter() - started[1]) * 1000,
+            )
+            tags = {**self.tags, "variant": variant}
+            metric(ROWS).inc(rows.num_rows, tags)
+            metric(REQUEST_LATENCY).observe(rows.column("latency_ms")[0].as_py(), tags)
+            flags = flag_rows(config.rules, rows)
+            for rule in config.rules:
+                flagged = pc.sum(flags.columns[rule.column_name]).as_py() or 0
+                if flagged:
+                    metric(VALIDATION_FAILURES).inc(flagged, {**self.tags, "validation": rule.name})
+            for name, error in flags.errors.items():
+                if name not in config.failing_rules:
+                    config.failing_rules.add(name)
+                    log.warning("validation %r could not run on pipeline %s: %s", name, self.pipeline, error)
+            self.logs.add(INFERENCES, with_anomalies(rows, flags.columns))
+        except Exception:  # a reply the client is owed never fails because of its log row
+            log.exception("could not build the log rows of request %s", request_id)
+
+    def _log_shadow(self, outcome: ShadowOutcome) -> None:
+        metric(SHADOW_CALLS).inc(1, {**self.tags, "variant": outcome.variant, "outcome": outcome.kind})
+        rows = shadow_rows(
+            time=datetime.now(UTC),
+            request_id=outcome.request_id,
+            variant=outcome.variant,
+            rows=outcome.rows,
+            output=outcome.output,
+            error=outcome.error,
+        )
+        self.logs.add(SHADOWS, rows)
 
     async def _run_chain(self, variant: str, table: pa.Table) -> pa.Table:
         chain = self.chains[variant]
@@ -198,7 +300,8 @@ class PipelineRouter:
                 f"infer() takes a pyarrow.Table, pandas.DataFrame or dict of columns, not {type(data).__name__}"
             )
         key = split_key or _key_from_table(table, config.traffic.key)
-        _, result = await self._serve(table, key, config, uuid.uuid4().hex)
+        started = (datetime.now(UTC), time.perf_counter())
+        _, result = await self._serve(table, key, config, uuid.uuid4().hex, started)
         if isinstance(data, pd.DataFrame):
             return result.to_pandas()
         if isinstance(data, dict):
@@ -214,6 +317,7 @@ class PipelineRouter:
             "metadata": self.config.metadata,
             "config_id": self.config.config_id,
             "shadows": self.shadows.stats(),
+            "logs": self.logs.stats(),
         }
 
 

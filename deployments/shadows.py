@@ -14,6 +14,7 @@ from deployments.errors import as_domain_error
 
 log = logging.getLogger("corral.shadows")
 
+DROPPED = "dropped"
 RunChain = Callable[[str, pa.Table], Awaitable[pa.Table]]
 
 
@@ -23,8 +24,16 @@ class ShadowOutcome:
 
     request_id: str
     variant: str
+    rows: int
     output: pa.Table | None
     error: str | None
+
+    @property
+    def kind(self) -> str:
+        """`ok`, `error` (failed or timed out) or `dropped` (backlog full, never called)."""
+        if self.error is None:
+            return "ok"
+        return "dropped" if self.error.startswith(DROPPED) else "error"
 
 
 ShadowListener = Callable[[ShadowOutcome], None]
@@ -50,7 +59,7 @@ class ShadowRunner:
         """Start one shadow call; False (and counted as dropped) when the backlog is full."""
         if len(self.tasks) >= self.max_in_flight:
             self.counts[f"{variant}.dropped"] += 1
-            self._tell(ShadowOutcome(request_id, variant, None, "dropped: shadow backlog full"))
+            self._tell(ShadowOutcome(request_id, variant, table.num_rows, None, f"{DROPPED}: shadow backlog full"))
             return False
         task = asyncio.get_running_loop().create_task(self._run(variant, table, request_id))
         self.tasks.add(task)
@@ -62,13 +71,14 @@ class ShadowRunner:
             output = await asyncio.wait_for(self.run_chain(variant, table), self.timeout_s)
         except TimeoutError:
             self.counts[f"{variant}.error"] += 1
-            self._tell(ShadowOutcome(request_id, variant, None, f"timed out after {self.timeout_s:g} s"))
+            error = f"timed out after {self.timeout_s:g} s"
+            self._tell(ShadowOutcome(request_id, variant, table.num_rows, None, error))
         except Exception as exc:  # a shadow's failure is data for the log, never the caller's problem
             self.counts[f"{variant}.error"] += 1
-            self._tell(ShadowOutcome(request_id, variant, None, as_domain_error(exc).message))
+            self._tell(ShadowOutcome(request_id, variant, table.num_rows, None, as_domain_error(exc).message))
         else:
             self.counts[f"{variant}.ok"] += 1
-            self._tell(ShadowOutcome(request_id, variant, output, None))
+            self._tell(ShadowOutcome(request_id, variant, table.num_rows, output, None))
 
     def _tell(self, outcome: ShadowOutcome) -> None:
         for listener in self.listeners:
@@ -81,7 +91,7 @@ class ShadowRunner:
         """Counts of shadow outcomes by `<variant>.ok|error|dropped`, plus calls in flight."""
         return {**self.counts, "in_flight": len(self.tasks)}
 
-    async def drain(self) -> None:
-        """Wait for the shadow calls in flight (tests use it; nothing calls it on replica shutdown yet)."""
+    async def drain(self, timeout_s: float | None = None) -> None:
+        """Wait for the shadow calls in flight (the router does on shutdown, so their outcomes get logged)."""
         if self.tasks:
-            await asyncio.wait(list(self.tasks), timeout=self.timeout_s + 1.0)
+            await asyncio.wait(list(self.tasks), timeout=self.timeout_s + 1.0 if timeout_s is None else timeout_s)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import pyarrow as pa
 from ray import serve
 
+from deployments.metrics import metric
+from monitoring.metrics import STEP_LATENCY
 from pipelines.errors import CorralError, InvalidInput
 from pipelines.onnx_step import OnnxModelStep
 from pipelines.spec import StepSpec
@@ -46,6 +49,7 @@ class StepDeployment:
         # Model steps get their model from reconfigure(), which Serve calls before the first request.
         self.step: Step | None = None if self.spec.kind == "model" else load_step(self.spec, None)
         self.max_batch = self.spec.batching.max_batch_size if self.spec.batching else 1
+        self.tags = _step_tags()
         if self.spec.batching:
             batched: Any = self._batched  # serve.batch adds these setters at runtime
             batched.set_max_batch_size(self.spec.batching.max_batch_size)
@@ -82,6 +86,13 @@ class StepDeployment:
         }
 
     async def __call__(self, table: pa.Table) -> pa.Table:
+        started = time.perf_counter()
+        try:
+            return await self._call(table)
+        finally:
+            metric(STEP_LATENCY).observe((time.perf_counter() - started) * 1000, self.tags)
+
+    async def _call(self, table: pa.Table) -> pa.Table:
         if self.max_batch > 1 and table.num_rows < self.max_batch:
             result = await self._batched(table)
             if isinstance(result, CorralError):
@@ -116,3 +127,13 @@ class StepDeployment:
             return await call_step(self._step(), table, step_name=self.spec.name)
         except CorralError as exc:
             return exc  # handed back to that caller alone, which raises it
+
+
+def _step_tags() -> dict[str, str]:
+    """Metric labels from where Serve runs this replica: app `<workspace>--<pipeline>`, deployment
+    `<variant>.<step>` (see deployments.names)."""
+    context = serve.get_replica_context()
+    workspace, _, pipeline = context.app_name.partition("--")
+    variant, _, step = context.deployment.partition(".")
+    return {"workspace": workspace, "pipeline": pipeline, "variant": variant, "step": step}
+

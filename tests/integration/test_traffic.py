@@ -5,71 +5,19 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
 from scipy.stats import chisquare
+
+from tests.integration.helpers import SHADOW_STEPS, fan_out, model_step, scale_model, upload
 
 pytestmark = pytest.mark.integration
 RECORDS = {"content-type": "application/json; format=pandas-records"}
 URL = "/ws/default/v2/models/{}/infer"
-
-SHADOW_STEPS = '''
-import time
-
-
-class Boom:
-    """A broken challenger: every call raises."""
-
-    def __init__(self, config):
-        pass
-
-    def __call__(self, table):
-        raise RuntimeError("the shadow model exploded")
-
-
-class Slow:
-    """A slow challenger: two seconds a call."""
-
-    def __init__(self, config):
-        self.seconds = config.get("seconds", 2.0)
-
-    def __call__(self, table):
-        time.sleep(self.seconds)
-        return table
-'''
-
-
-def scale_model(factor: float, input_name: str = "x", width: int = 1) -> bytes:
-    """ONNX model y = x * factor: replies show which model answered."""
-    graph = helper.make_graph(
-        [helper.make_node("Mul", [input_name, "k"], ["y"])],
-        f"scale{factor}",
-        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [None, width])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, width])],
-        [helper.make_tensor("k", TensorProto.FLOAT, [1], [factor])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return bytes(model.SerializeToString())
-
-
-def upload(admin: Any, name: str, data: bytes, tmp: Path) -> str:
-    path = tmp / f"{name}-{len(list(tmp.iterdir()))}.onnx"
-    path.write_bytes(data)
-    onnx.checker.check_model(str(path))
-    info = admin.upload_model(name, path)
-    return f"{name}:{info['version']}"
-
-
-def model_step(ref: str) -> dict[str, Any]:
-    return {"name": "model", "model": ref, "columns": ["x"], "resources": {"num_cpus": 0.1}}
 
 
 @pytest.fixture(scope="module")
@@ -100,11 +48,6 @@ def ab(admin: Any, models: dict[str, str]) -> Any:
 
 def call(http: httpx.Client, headers: dict[str, str], name: str, row: dict[str, Any], **extra: str) -> httpx.Response:
     return http.post(URL.format(name), json=[row], headers={**headers, **RECORDS, **extra})
-
-
-def fan_out(fn: Any, items: list[Any], workers: int = 16) -> list[Any]:
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(fn, items))
 
 
 def observed_split(http: httpx.Client, headers: dict[str, str], n: int) -> Counter[str]:

@@ -1,0 +1,225 @@
+"""Inference logs on disk: Parquet files partitioned by workspace/pipeline/date, queried with DuckDB.
+
+Layout under the logs root: `<kind>/workspace=<w>/pipeline=<p>/date=<YYYY-MM-DD>/part-*.parquet`,
+kind `inferences` (one row per answered row) or `shadows` (shadow outputs and errors). Every write is
+its own file, made visible by an atomic rename, so a crash never leaves half a file and a reader never
+sees one. `compact` merges a partition's small files into one; it and the readers share a file lock,
+so a query never sees a file twice or misses one that is being merged (local filesystems).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from monitoring.log_schema import ERROR, OUT, REQUEST_ID, ROW, SHADOW, TIME, VARIANT
+
+log = logging.getLogger("corral.logs")
+
+INFERENCES = "inferences"
+SHADOWS = "shadows"
+KINDS = (INFERENCES, SHADOWS)
+# A shadow call may finish up to its timeout after the primary reply was logged.
+SHADOW_LAG = timedelta(seconds=60)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class LogStore:
+    """Writes and reads the inference logs of every pipeline under one root directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock_path = self.root / ".lock"
+        self._lock_path.touch(exist_ok=True)
+
+    # --- paths and locking --------------------------------------------------------------------
+    def partition(self, kind: str, workspace: str, pipeline: str, day: date) -> Path:
+        return self.root / kind / f"workspace={workspace}" / f"pipeline={pipeline}" / f"date={day.isoformat()}"
+
+    @contextlib.contextmanager
+    def _locked(self, exclusive: bool) -> Iterator[None]:
+        with open(self._lock_path, "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def files(self, kind: str, workspace: str, pipeline: str, start: datetime, end: datetime) -> list[str]:
+        """Parquet files of the partitions whose date overlaps [start, end]."""
+        base = self.root / kind / f"workspace={workspace}" / f"pipeline={pipeline}"
+        if not base.is_dir():
+            return []
+        first, last = start.astimezone(UTC).date(), end.astimezone(UTC).date()
+        found: list[str] = []
+        for folder in sorted(base.glob("date=*")):
+            try:
+                day = date.fromisoformat(folder.name[5:])
+            except ValueError:
+                continue
+            if first <= day <= last:
+                found.extend(str(p) for p in sorted(folder.glob("*.parquet")))
+        return found
+
+    # --- writing ------------------------------------------------------------------------------
+    def write(self, kind: str, workspace: str, pipeline: str, rows: pa.Table) -> int:
+        """Store rows (each lands in the partition of its own UTC date); returns the rows written."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown log kind {kind!r}")
+        if rows.num_rows == 0:
+            return 0
+        days = pc.strftime(rows.column(TIME), format="%Y-%m-%d", locale="C")
+        for day in pc.unique(days).to_pylist():
+            part = rows.filter(pc.equal(days, day)) if pc.count_distinct(days).as_py() > 1 else rows
+            self._write_file(self.partition(kind, workspace, pipeline, date.fromisoformat(day)), part)
+        return rows.num_rows
+
+    @staticmethod
+    def _write_file(folder: Path, rows: pa.Table) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
+        tmp = folder / f".{name}.tmp"
+        pq.write_table(rows, tmp, compression="zstd")
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())  # the rename must not expose a file whose bytes are still in memory
+        os.replace(tmp, folder / name)
+        return folder / name
+
+    def compact(self, min_files: int = 16) -> int:
+        """Merge each partition that holds at least `min_files` files into one file; returns merges."""
+        merged = 0
+        for kind in KINDS:
+            for folder in sorted((self.root / kind).glob("workspace=*/pipeline=*/date=*")):
+                parts = sorted(folder.glob("part-*.parquet"))
+                if len(parts) < max(min_files, 2):
+                    continue
+                with self._locked(exclusive=True):
+                    try:
+                        table = pa.concat_tables([pq.read_table(p) for p in parts], promote_options="permissive")
+                    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                        # A column changed type between pipeline versions: leave the files apart (DuckDB
+                        # still reads them together).
+                        log.warning("not compacting %s: %s", folder, exc)
+                        continue
+                    self._write_file(folder, table.sort_by([(TIME, "ascending")]))
+                    for part in parts:
+                        part.unlink(missing_ok=True)
+                merged += 1
+        return merged
+
+    # --- reading ------------------------------------------------------------------------------
+    def query(
+        self, workspace: str, pipeline: str, start: datetime, end: datetime, limit: int
+    ) -> pa.Table:
+        """The newest `limit` rows logged in [start, end), oldest first, with shadow columns joined."""
+        with self._locked(exclusive=False):
+            primary = self.files(INFERENCES, workspace, pipeline, start, end)
+            if not primary:
+                return pa.table({})
+            shadows = self.files(SHADOWS, workspace, pipeline, start, end + SHADOW_LAG)
+            con = duckdb.connect()
+            try:
+                con.execute(
+                    "CREATE TEMP TABLE p AS SELECT * FROM read_parquet(?, union_by_name=true, hive_partitioning=false) "
+                    "WHERE time >= ? AND time < ? ORDER BY time DESC, request_id, _row LIMIT ?",
+                    [primary, start, end, limit],
+                )
+                select = "SELECT p.* EXCLUDE (_row)"
+                joins = ""
+                if shadows:
+                    select, joins = self._shadow_join(con, shadows, select)
+                table = con.sql(f"{select} FROM p{joins} ORDER BY p.time, p.request_id, p._row").to_arrow_table()
+            finally:
+                con.close()
+        return table
+
+    @staticmethod
+    def _shadow_join(con: duckdb.DuckDBPyConnection, files: list[str], select: str) -> tuple[str, str]:
+        con.execute(
+            "CREATE TEMP TABLE s AS SELECT * FROM read_parquet(?, union_by_name=true, hive_partitioning=false) "
+            "WHERE request_id IN (SELECT request_id FROM p)",
+            [files],
+        )
+        out_columns = [row[0] for row in con.execute("DESCRIBE s").fetchall() if str(row[0]).startswith(OUT)]
+        counts = ", ".join(f"count({_quote(c)})" for c in out_columns)
+        per_variant = con.execute(
+            f"SELECT variant{', ' + counts if counts else ''} FROM s GROUP BY variant ORDER BY variant"
+        ).fetchall()
+        joins = []
+        for index, (variant, *present) in enumerate(per_variant):
+            alias = f"s{index}"
+            select += f", {alias}.{ERROR} AS {_quote(f'{SHADOW}{variant}.{ERROR}')}"
+            for column, count in zip(out_columns, present, strict=True):
+                if count:
+                    select += f", {alias}.{_quote(column)} AS {_quote(f'{SHADOW}{variant}.{column}')}"
+            joins.append(
+                f" LEFT JOIN s AS {alias} ON {alias}.{REQUEST_ID} = p.{REQUEST_ID} "
+                f"AND {alias}.{ROW} = p.{ROW} AND {alias}.{VARIANT} = {_sql_string(variant)}"
+            )
+        return select, "".join(joins)
+
+    def column_names(self, workspace: str, pipeline: str, start: datetime, end: datetime) -> list[str]:
+        """The columns logged for a pipeline in a time range (empty when nothing was logged)."""
+        with self._locked(exclusive=False):
+            files = self.files(INFERENCES, workspace, pipeline, start, end)
+            if not files:
+                return []
+            con = duckdb.connect()
+            try:
+                rows = con.execute(
+                    "DESCRIBE SELECT * FROM read_parquet(?, union_by_name=true, hive_partitioning=false)", [files]
+                ).fetchall()
+            finally:
+                con.close()
+        return [str(row[0]) for row in rows]
+
+    def values(
+        self, workspace: str, pipeline: str, column: str, start: datetime, end: datetime
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(times as epoch microseconds, values as float64) of one numeric column in [start, end)."""
+        with self._locked(exclusive=False):
+            files = self.files(INFERENCES, workspace, pipeline, start, end)
+            if not files:
+                return np.empty(0, np.int64), np.empty(0, np.float64)
+            con = duckdb.connect()
+            try:
+                result = con.execute(
+                    f"SELECT epoch_us(time) AS t, CAST({_quote(column)} AS DOUBLE) AS v "
+                    "FROM read_parquet(?, union_by_name=true, hive_partitioning=false) WHERE time >= ? AND time < ? "
+                    f"AND {_quote(column)} IS NOT NULL",
+                    [files, start, end],
+                ).fetchnumpy()
+            finally:
+                con.close()
+        return np.asarray(result["t"], np.int64), np.asarray(result["v"], np.float64)
+
+
+def rows_as_json(table: pa.Table) -> list[dict[str, object]]:
+    """Log rows as JSON-ready dicts: times in ISO 8601 UTC, NaN as null (orjson writes NaN as null)."""
+    rows = table.to_pylist()
+    for row in rows:
+        stamp = row.get(TIME)
+        if isinstance(stamp, datetime):
+            row[TIME] = stamp.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return rows

@@ -1,0 +1,68 @@
+"""Helpers the integration tests share: tiny ONNX models, uploads, specs, concurrent calls."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import onnx
+from onnx import TensorProto, helper
+
+SHADOW_STEPS = '''
+import time
+
+
+class Boom:
+    """A broken challenger: every call raises."""
+
+    def __init__(self, config):
+        pass
+
+    def __call__(self, table):
+        raise RuntimeError("the shadow model exploded")
+
+
+class Slow:
+    """A slow challenger: two seconds a call."""
+
+    def __init__(self, config):
+        self.seconds = config.get("seconds", 2.0)
+
+    def __call__(self, table):
+        time.sleep(self.seconds)
+        return table
+'''
+
+
+def scale_model(factor: float, input_name: str = "x", width: int = 1, output_name: str = "y") -> bytes:
+    """ONNX model y = x * factor: replies show which model answered."""
+    graph = helper.make_graph(
+        [helper.make_node("Mul", [input_name, "k"], [output_name])],
+        f"scale{factor}",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [None, width])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [None, width])],
+        [helper.make_tensor("k", TensorProto.FLOAT, [1], [factor])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+def upload(admin: Any, name: str, data: bytes, tmp: Path) -> str:
+    path = tmp / f"{name}-{len(list(tmp.iterdir()))}.onnx"
+    path.write_bytes(data)
+    onnx.checker.check_model(str(path))
+    info = admin.upload_model(name, path)
+    return f"{name}:{info['version']}"
+
+
+def model_step(ref: str) -> dict[str, Any]:
+    return {"name": "model", "model": ref, "columns": ["x"], "resources": {"num_cpus": 0.1}}
+
+
+
+
+def fan_out(fn: Any, items: list[Any], workers: int = 16) -> list[Any]:
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, items))
