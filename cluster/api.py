@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -20,6 +21,7 @@ from cluster.auth import Principal, Role
 from cluster.service import ControlService, current_service
 from deployments.errors import error_response
 from monitoring.log_store import rows_as_json
+from monitoring.time_range import time_range
 from pipelines.errors import (
     BadPayload,
     CorralError,
@@ -32,6 +34,13 @@ from pipelines.errors import (
 
 API = "/api/v1"
 ARROW_FILE = "application/vnd.apache.arrow.file"
+
+
+ASSAY_SPAN = timedelta(days=30)
+
+
+def _json_response(payload: Any) -> Response:
+    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
 def arrow_file(table: pa.Table) -> bytes:
@@ -110,12 +119,12 @@ def decode_json(body: bytes, expected: str) -> Any:
         raise BadPayload(f"the body is not valid JSON ({exc}): send {expected}") from None
 
 
-def parse_spec_body(body: bytes, content_type: str) -> Any:
+def parse_spec_body(body: bytes, content_type: str, what: str = "a pipeline spec") -> Any:
     if not body.strip():
-        raise BadPayload("empty body: send a pipeline spec as JSON or YAML")
+        raise BadPayload(f"empty body: send {what} as JSON or YAML")
     media = content_type.split(";")[0].strip().lower()
     if media in ("application/json", ""):
-        return decode_json(body, "a pipeline spec as JSON or YAML")
+        return decode_json(body, f"{what} as JSON or YAML")
     if media in ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"):
         try:
             return yaml.safe_load(body)
@@ -314,6 +323,80 @@ def build_api() -> FastAPI:
         if ARROW_FILE in request.headers.get("accept", ""):
             return Response(arrow_file(table), media_type=ARROW_FILE)
         return Response(orjson.dumps({"rows": rows_as_json(table)}), media_type="application/json")
+
+    # --- assays ---------------------------------------------------------------------------------
+    @app.put(f"{API}/workspaces/{{w}}/assays/{{a}}", status_code=201)
+    async def put_assay(
+        w: str, a: str, request: Request, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> Response:
+        """Create or change a drift assay (JSON or YAML). A changed spec starts its results over."""
+        who.require(w, Role.editor)
+        data = parse_spec_body(await request.body(), request.headers.get("content-type", ""), "an assay spec")
+        described, created = await asyncio.to_thread(svc.assays.put, who, w, a, data)
+        return JSONResponse(described, status_code=201 if created else 200)
+
+    @app.get(f"{API}/workspaces/{{w}}/assays")
+    def list_assays(
+        w: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> list[dict[str, Any]]:
+        return svc.assays.list_all(who, w)
+
+    @app.get(f"{API}/workspaces/{{w}}/assays/{{a}}")
+    def get_assay(
+        w: str, a: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> dict[str, Any]:
+        return svc.assays.get(who, w, a)
+
+    @app.delete(f"{API}/workspaces/{{w}}/assays/{{a}}")
+    def delete_assay(
+        w: str, a: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> dict[str, Any]:
+        svc.assays.delete(who, w, a)
+        return {"name": a, "deleted": True}
+
+    @app.get(f"{API}/workspaces/{{w}}/assays/{{a}}/results")
+    async def assay_results(
+        w: str,
+        a: str,
+        start: str | None = None,
+        end: str | None = None,
+        who: Principal = Depends(principal),
+        svc: ControlService = Depends(service),
+    ) -> Response:
+        """Stored windows starting in [start, end) (default: the last 30 days), oldest first."""
+        since, until = time_range(start, end, default_span=ASSAY_SPAN)
+        results = await asyncio.to_thread(svc.assays.results, who, w, a, since, until)
+        return _json_response([r.to_dict() for r in results])
+
+    @app.post(f"{API}/workspaces/{{w}}/assays/{{a}}/preview")
+    async def assay_preview(
+        w: str, a: str, request: Request, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> Response:
+        """The assay's windows over logged history in [start, end), computed now; nothing is stored."""
+        body = await request.body()
+        window = decode_json(body, '{"start": ISO time, "end": ISO time}') if body.strip() else {}
+        if not isinstance(window, dict) or set(window) - {"start", "end"}:
+            raise InvalidInput('send {"start": ISO 8601 time, "end": ISO 8601 time} (both optional)')
+        since, until = time_range(window.get("start"), window.get("end"), default_span=timedelta(days=1))
+        results = await asyncio.to_thread(svc.assays.preview, who, w, a, since, until)
+        return _json_response([r.to_dict() for r in results])
+
+    @app.get(f"{API}/workspaces/{{w}}/assays/{{a}}/chart", response_class=Response)
+    async def assay_chart(
+        w: str,
+        a: str,
+        start: str | None = None,
+        end: str | None = None,
+        preview: bool = False,
+        who: Principal = Depends(principal),
+        svc: ControlService = Depends(service),
+    ) -> Response:
+        """PNG: baseline vs latest window histogram, and scores over time (stored, or `preview=true`)."""
+        since, until = time_range(start, end, default_span=ASSAY_SPAN if not preview else timedelta(days=1))
+        fetch = svc.assays.preview if preview else svc.assays.results
+        results = await asyncio.to_thread(fetch, who, w, a, since, until)
+        png = await asyncio.to_thread(svc.assays.chart, who, w, a, results)
+        return Response(png, media_type="image/png")
 
     # --- workspace-level Open Inference Protocol ------------------------------------------------
     @app.get("/ws/{w}/v2")

@@ -27,6 +27,11 @@ traffic_app = typer.Typer(
     help="Live traffic of a deployed pipeline: A/B and canary weights, key split, shadows. Changes take "
     "effect on the running routers with no restart and no failed request."
 )
+assays_app = typer.Typer(
+    help="Drift assays: watch one logged column (in.<x> or out.<y>) against a baseline, window by window, "
+    "and alert (Prometheus gauge, webhook) when PSI/maxdiff/sumdiff crosses a threshold."
+)
+app.add_typer(assays_app, name="assays")
 app.add_typer(traffic_app, name="traffic")
 app.add_typer(models_app, name="models")
 app.add_typer(code_app, name="code")
@@ -375,14 +380,100 @@ def _since(since: str, until: str | None) -> str:
     from pipelines.errors import CorralError
 
     try:
-        seconds = parse_duration(since)
-    except CorralError:
+        end = parse_instant(until, "--until") if until else datetime.now(UTC)
         try:
+            seconds = parse_duration(since)
+        except CorralError:
             return parse_instant(since, "--since").isoformat()
-        except CorralError as exc:
-            raise ValueError(f"--since {since!r}: give a duration such as 1h or an ISO 8601 time") from exc
-    end = parse_instant(until, "--until") if until else datetime.now(UTC)
+    except CorralError as exc:
+        raise ValueError(f"{exc.message} (--since takes a duration such as 1h, or an ISO 8601 time)") from None
     return (end - timedelta(seconds=seconds)).isoformat()
+
+
+# --- assays -------------------------------------------------------------------------------------
+@assays_app.command("apply")
+def assays_apply(
+    name: str,
+    file: Path = typer.Argument(..., exists=True, help="assay spec, YAML or JSON"),
+    workspace: str = WorkspaceOpt,
+) -> None:
+    """Create or change assay NAME from FILE. Example spec:
+
+    pipeline: fraud\n
+    target: out.probability\n
+    baseline: {start: 2026-11-23T00:00:00Z, end: 2026-11-23T12:00:00Z}\n
+    window: {width: 1h, interval: 1h}\n
+    metric: psi\n
+    thresholds: {warning: 0.1, alert: 0.25}
+    """
+    import yaml
+
+    spec = _run(lambda: yaml.safe_load(file.read_text()))
+    described = _run(_client(workspace).assay(name).apply, spec)
+    console.print(f"assay [bold]{name}[/bold] watches {spec.get('target')} of {spec.get('pipeline')}; "
+                  f"next window starts {described['next_window_start']}")
+
+
+@assays_app.command("list")
+def assays_list(workspace: str = WorkspaceOpt) -> None:
+    """List the assays of a workspace."""
+    table = Table("assay", "pipeline", "target", "metric", "window", "active", title=f"workspace {workspace}")
+    for row in _run(_client(workspace).assays):
+        spec = row["spec"]
+        window = f"{spec['window']['width']:g} s every {spec['window']['interval']:g} s"
+        table.add_row(row["name"], spec["pipeline"], spec["target"], spec["metric"], window, str(spec["active"]))
+    console.print(table)
+
+
+def _print_windows(frame: Any, title: str) -> None:
+    colours = {"ok": "green", "warning": "yellow", "alert": "red"}
+    table = Table("window start", "window end", "rows", "score", "status", title=title)
+    for row in frame.itertuples():
+        score = "-" if row.score is None or row.score != row.score else f"{row.score:.4f}"
+        status = f"[{colours.get(row.status, 'white')}]{row.status}[/]"
+        table.add_row(str(row.window_start), str(row.window_end), str(row.rows), score, status)
+    console.print(table)
+
+
+@assays_app.command("preview")
+def assays_preview(
+    name: str,
+    since: str = typer.Option("1d", help="a duration back from --until (1h, 1d) or an ISO 8601 time"),
+    until: str = typer.Option(None, help="end of the range (ISO 8601); default now"),
+    workspace: str = WorkspaceOpt,
+) -> None:
+    """Run assay NAME over logged history now, without storing anything (try thresholds before alerting)."""
+    start = _run(_since, since, until)
+    frame = _run(_client(workspace).assay(name).preview, start=start, end=until)
+    _print_windows(frame, f"preview of {name}")
+
+
+@assays_app.command("results")
+def assays_results(
+    name: str,
+    since: str = typer.Option("30d", help="a duration back from --until or an ISO 8601 time"),
+    until: str = typer.Option(None, help="end of the range (ISO 8601); default now"),
+    workspace: str = WorkspaceOpt,
+) -> None:
+    """Show the stored windows of assay NAME."""
+    start = _run(_since, since, until)
+    frame = _run(_client(workspace).assay(name).results, start=start, end=until)
+    _print_windows(frame, f"results of {name}")
+
+
+@assays_app.command("chart")
+def assays_chart(
+    name: str,
+    output: Path = typer.Option(Path("assay.png"), "--output", "-o", help="PNG file to write"),
+    since: str = typer.Option("30d", help="a duration back from --until or an ISO 8601 time"),
+    until: str = typer.Option(None, help="end of the range (ISO 8601); default now"),
+    preview: bool = typer.Option(False, help="chart a preview over logged history instead of stored results"),
+    workspace: str = WorkspaceOpt,
+) -> None:
+    """Save a PNG of assay NAME: baseline vs latest window histogram, and the score over time."""
+    start = _run(_since, since, until)
+    _run(_client(workspace).assay(name).chart, output, start=start, end=until, preview=preview)
+    console.print(f"wrote {output}")
 
 
 def _read_input(path: Path) -> Any:

@@ -30,6 +30,12 @@ class CorralControl:
         )
         return role.name
 
+    async def run_assays(self) -> int:
+        """Called by the assay scheduler: compute every window that has ended; returns how many."""
+        import asyncio
+
+        return await asyncio.to_thread(self.service.assays.run_due)
+
     async def restore(self) -> list[dict[str, Any]]:
         return await self.service.restore()
 

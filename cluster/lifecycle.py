@@ -18,7 +18,14 @@ import httpx
 
 from cluster.auth import hash_token, new_token
 from cluster.settings import CorralSettings
-from deployments.names import CONTROL_APP, LOG_SINK_DEPLOYMENT, LOGS_APP
+from deployments.names import (
+    ASSAY_SCHEDULER_DEPLOYMENT,
+    ASSAYS_APP,
+    CONTROL_APP,
+    LOG_SINK_DEPLOYMENT,
+    LOGS_APP,
+    SYSTEM_APPS,
+)
 
 Say = Callable[[str], None]
 OWNED_MARKER = "ray-started-by-corral"
@@ -164,6 +171,8 @@ def up(settings: CorralSettings, say: Say = print) -> UpResult:
         control_application(settings, hash_token(token)), name=CONTROL_APP, route_prefix="/", blocking=False
     )
     _wait_http(settings.base_url, token)
+    say(f"deploying the assay scheduler (checks for due windows every {settings.assay_tick_s:g} s)")
+    deploy_assay_scheduler(settings)
     say("restoring deployed pipelines")
     handle = serve.get_app_handle(CONTROL_APP)
     restored: list[dict[str, Any]] = handle.restore.remote().result(timeout_s=settings.deploy_timeout_s * 4)
@@ -188,11 +197,23 @@ def deploy_log_sink(settings: CorralSettings) -> None:
     serve.run(sink.bind(str(settings.logs_path)), name=LOGS_APP, route_prefix=None, blocking=False)
 
 
+def deploy_assay_scheduler(settings: CorralSettings) -> None:
+    from typing import cast
+
+    from ray import serve
+    from ray.serve.deployment import Deployment
+
+    from deployments.assay_scheduler import AssayScheduler
+
+    scheduler = cast(Deployment, AssayScheduler).options(name=ASSAY_SCHEDULER_DEPLOYMENT)
+    serve.run(scheduler.bind(settings.assay_tick_s), name=ASSAYS_APP, route_prefix=None, blocking=False)
+
+
 def drain_logs(say: Say) -> None:
     """Stop pipeline apps first (routers flush their log buffers on the way out), then the sink merges."""
     from ray import serve
 
-    apps = [name for name in serve.status().applications if name not in (CONTROL_APP, LOGS_APP)]
+    apps = [name for name in serve.status().applications if name not in SYSTEM_APPS]
     if apps:
         say(f"stopping {len(apps)} pipeline application(s); their last log rows are flushed")
     for name in apps:

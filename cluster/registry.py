@@ -302,7 +302,7 @@ class Registry:
                 raise NotFound(f"{what} not found in workspace {workspace!r}: list them with `corral pipelines list`")
             return row
 
-    def version_row(self, workspace: str, name: str, version: int) -> PipelineVersion:
+    def version_row(self, workspace: str, name: str, version: int | None) -> PipelineVersion:
         with self.db.session() as s:
             row = _latest(s, PipelineVersion, workspace, name, version)
         if row is None:

@@ -125,6 +125,16 @@ class Client:
     def undeploy(self, name: str) -> dict[str, Any]:
         return Pipeline(self, name).undeploy()
 
+    def assay(self, name: str, spec: dict[str, Any] | None = None) -> Assay:
+        """A drift assay by name; with `spec` (the assay spec as a dict) it is applied first."""
+        assay = Assay(self, name)
+        if spec is not None:
+            assay.apply(spec)
+        return assay
+
+    def assays(self) -> list[dict[str, Any]]:
+        return self.request("GET", f"{self._ws()}/assays").json()  # type: ignore[no-any-return]
+
     def infer(self, name: str, data: Any, split_key: str | None = None) -> Any:
         return Pipeline(self, name).infer(data, split_key=split_key)
 
@@ -253,3 +263,81 @@ class Pipeline:
             "GET", f"{self._path}/logs", params=params, headers={"accept": "application/vnd.apache.arrow.file"}
         )
         return pa.ipc.open_file(reply.content).read_all().to_pandas()
+
+
+class Assay:
+    """A drift assay on one column of a pipeline's inference log (see the assay spec in the README)."""
+
+    def __init__(self, client: Client, name: str) -> None:
+        self.client = client
+        self.name = name
+
+    @property
+    def _path(self) -> str:
+        return f"{self.client._ws()}/assays/{self.name}"
+
+    def apply(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Create or change the assay; a changed spec starts its results over."""
+        return self.client.request("PUT", self._path, json=spec).json()  # type: ignore[no-any-return]
+
+    def status(self) -> dict[str, Any]:
+        return self.client.request("GET", self._path).json()  # type: ignore[no-any-return]
+
+    def pause(self) -> dict[str, Any]:
+        """Stop scheduled runs (results so far are kept); `resume()` starts them again."""
+        return self._set_active(False)
+
+    def resume(self) -> dict[str, Any]:
+        return self._set_active(True)
+
+    def _set_active(self, active: bool) -> dict[str, Any]:
+        spec = self.status()["spec"]
+        spec["active"] = active
+        return self.apply(spec)
+
+    def delete(self) -> None:
+        self.client.request("DELETE", self._path)
+
+    def results(self, start: datetime | str | None = None, end: datetime | str | None = None) -> pd.DataFrame:
+        """Stored windows (window_start, window_end, score, status, rows, bin_scores), oldest first."""
+        reply = self.client.request("GET", f"{self._path}/results", params=_range(start, end))
+        return _windows(reply.json())
+
+    def preview(self, start: datetime | str | None = None, end: datetime | str | None = None) -> pd.DataFrame:
+        """The windows over logged history in [start, end) (default the last day), computed now, not stored."""
+        reply = self.client.request("POST", f"{self._path}/preview", json=_range(start, end))
+        return _windows(reply.json())
+
+    def chart(
+        self,
+        path: str | Path | None = None,
+        *,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        preview: bool = False,
+    ) -> bytes:
+        """PNG of baseline vs latest window and of scores over time; also written to `path` if given."""
+        params = {**_range(start, end), "preview": str(preview).lower()}
+        png = self.client.request("GET", f"{self._path}/chart", params=params).content
+        if path is not None:
+            Path(path).write_bytes(png)
+        return png
+
+
+def _range(start: datetime | str | None, end: datetime | str | None) -> dict[str, str]:
+    out = {}
+    for name, value in (("start", start), ("end", end)):
+        if value is not None:
+            out[name] = value.isoformat() if isinstance(value, datetime) else value
+    return out
+
+
+def _windows(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    import pandas as pd
+
+    columns = ["window_start", "window_end", "score", "status", "rows", "bin_scores"]
+    frame = pd.DataFrame([{c: r[c] for c in columns} for r in rows], columns=columns)
+    for column in ("window_start", "window_end"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame
+

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 from ray import serve
 
+from cluster.assays import AssayService
 from cluster.auth import Principal, Role
 from cluster.deployer import Deployer
 from cluster.registry import Registry, spec_errors
@@ -17,7 +18,10 @@ from cluster.store.artifacts import ArtifactStore
 from cluster.store.db import Database
 from cluster.store.tables import PipelineVersion
 from deployments.names import app_name
+from monitoring.assay_spec import AssaySpec
+from monitoring.assays import WindowResult
 from monitoring.log_store import LogStore
+from monitoring.metrics import ASSAY_ALERTS, ASSAY_SCORE, ASSAY_STATUS, STATUS_CODES
 from monitoring.time_range import time_range
 from pipelines.errors import Conflict, CorralError, InvalidInput
 from pipelines.spec import PipelineSpec, TrafficSpec
@@ -45,7 +49,14 @@ class ControlService:
             self.registry.ensure_admin(admin_token_hash)
         self.deployer = Deployer(settings, self.registry)
         self.logs = LogStore(settings.logs_path)
+        self.assays = AssayService(self.registry, self.logs, self._known_columns, _assay_gauges)
         _current = self
+
+    def _known_columns(self, workspace: str, name: str) -> set[str]:
+        """The log columns a pipeline's latest version is known to produce (from its spec and models)."""
+        latest = self.registry.version_row(workspace, name, None)
+        metadata = self.deployer._metadata(workspace, name, latest, PipelineSpec.model_validate(latest.spec))
+        return {f"in.{t['name']}" for t in metadata["inputs"]} | {f"out.{t['name']}" for t in metadata["outputs"]}
 
     def query_logs(
         self, who: Principal, workspace: str, name: str, start: str | None, end: str | None, limit: int
@@ -156,3 +167,15 @@ class ControlService:
                     }
                 )
         return results
+
+
+def _assay_gauges(workspace: str, name: str, spec: AssaySpec, result: WindowResult) -> None:
+    from deployments.metrics import metric
+
+    tags = {"workspace": workspace, "assay": name, "pipeline": spec.pipeline}
+    if result.score is not None:
+        metric(ASSAY_SCORE).set(result.score, tags)
+    metric(ASSAY_STATUS).set(STATUS_CODES[result.status], tags)
+    if result.status == "alert":
+        metric(ASSAY_ALERTS).inc(1, tags)
+

@@ -27,6 +27,7 @@ class CorralSettings(BaseSettings):
     metrics_port: int = Field(default=8080, description="Ray's Prometheus metrics export port")
     max_payload_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     deploy_timeout_s: float = Field(default=300, gt=0)
+    assay_tick_s: float = Field(default=5.0, gt=0, description="how often the assay scheduler looks for due windows")
     token: str | None = Field(default=None, description="SDK/CLI token; default the admin token file")
 
     @field_validator("home")

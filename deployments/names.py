@@ -5,6 +5,9 @@ CONTROL_DEPLOYMENT = "CorralControl"
 ROUTER_DEPLOYMENT = "router"
 LOGS_APP = "corral-logs"
 LOG_SINK_DEPLOYMENT = "LogSink"
+ASSAYS_APP = "corral-assays"
+ASSAY_SCHEDULER_DEPLOYMENT = "AssayScheduler"
+SYSTEM_APPS = (CONTROL_APP, LOGS_APP, ASSAYS_APP)
 PROBE_HEADER = "x-corral-probe"
 
 

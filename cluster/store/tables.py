@@ -75,3 +75,28 @@ class Pipeline(Base):
     deployed_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     traffic: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class Assay(Base):
+    """A drift assay: its spec, the baseline binned once at apply time, and where its next window starts."""
+
+    __tablename__ = "assays"
+    workspace: Mapped[str] = mapped_column(ForeignKey("workspaces.name"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    edges: Mapped[list[Any]] = mapped_column(JSON)
+    expected: Mapped[list[Any]] = mapped_column(JSON)
+    next_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class AssayResult(Base):
+    __tablename__ = "assay_results"
+    __table_args__ = (UniqueConstraint("workspace", "assay", "window_start"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workspace: Mapped[str] = mapped_column(String(63))
+    assay: Mapped[str] = mapped_column(String(63))
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16))
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)  # WindowResult.to_dict()
