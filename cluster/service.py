@@ -172,10 +172,11 @@ class ControlService:
 def _assay_gauges(workspace: str, name: str, spec: AssaySpec, result: WindowResult) -> None:
     from deployments.metrics import metric
 
+    if result.score is None:
+        return  # a window without traffic says nothing: the gauges keep the last judged window
     tags = {"workspace": workspace, "assay": name, "pipeline": spec.pipeline}
-    if result.score is not None:
-        metric(ASSAY_SCORE).set(result.score, tags)
-    metric(ASSAY_STATUS).set(STATUS_CODES[result.status], tags)
+    metric(ASSAY_SCORE).set(float(result.score), dict(tags))  # Serve adds its own labels to the dict
+    metric(ASSAY_STATUS).set(float(STATUS_CODES[result.status]), dict(tags))
     if result.status == "alert":
-        metric(ASSAY_ALERTS).inc(1, tags)
+        metric(ASSAY_ALERTS).inc(1.0, dict(tags))
 

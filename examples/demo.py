@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import statistics
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from cluster.sdk import Client
 from cluster.settings import CorralSettings
 from examples.experiment import run_experiment
 from examples.fraud import FEATURES, fraud_pipeline_spec, make_transactions, train_fraud_model
+from examples.observe import VALIDATIONS, observe
 
 PIPELINE = "fraud"
 
@@ -40,12 +42,14 @@ def run_demo(console: Console, n_requests: int = 300) -> dict[str, Any]:
 
     console.rule("[bold]3. deploy preprocess -> model -> threshold")
     spec = fraud_pipeline_spec(f"fraud:{info['version']}", mean, std, threshold=0.5)
+    spec["validations"] = VALIDATIONS  # every logged row gets anomaly.big_spender
     pipeline = client.pipeline(PIPELINE, spec)
     with console.status("starting one Serve deployment per step…"):
         deployed = pipeline.deploy()
     console.print(f"pipeline [bold]{PIPELINE}[/bold] version {deployed['version']} is {deployed['status']}")
 
     console.rule("[bold]4. send traffic")
+    traffic_started = datetime.now(UTC)
     live = make_transactions(max(n_requests, 10_000), seed=7)
     url = f"{client.url}/ws/default/v2/models/{PIPELINE}/infer"
     headers = {**client._http.headers, "content-type": "application/json; format=pandas-records"}
@@ -76,11 +80,15 @@ def run_demo(console: Console, n_requests: int = 300) -> dict[str, Any]:
         scored = pa.ipc.open_stream(reply.content).read_all()
     batch_flagged = int(np.asarray(scored.column("is_fraud")).sum())
 
-    console.rule("[bold]5. experiment: canary, shadow, ramp, hot-swap")
+    console.rule("[bold]5. inference log, validation, drift assay")
+    observed = observe(console, client, PIPELINE, train, traffic_started, n_requests + scored.num_rows, settings.home)
+
+    console.rule("[bold]6. experiment: canary, shadow, ramp, hot-swap")
     experiment = run_experiment(console, client, f"fraud:{info['version']}", mean, std)
 
     figures = {
         "experiment": experiment,
+        "observed": observed,
         "requests": n_requests,
         "p50_ms": statistics.median(latencies),
         "p99_ms": float(np.percentile(latencies, 99)),
@@ -103,6 +111,11 @@ def run_demo(console: Console, n_requests: int = 300) -> dict[str, Any]:
     table.add_row(
         "experiment",
         f"canary 10% -> 50% -> 100%, then a hot-swap: {experiment['failed']} failed requests",
+    )
+    table.add_row(
+        "monitoring",
+        f"{observed['logged']:,} rows logged; assay windows {' -> '.join(observed['statuses'])}; "
+        f"chart {observed['chart']}",
     )
     table.add_row("API docs", f"{client.url}/api/v1/docs")
     table.add_row("Ray dashboard", f"http://127.0.0.1:{settings.dashboard_port} (token in ~/.ray/auth_token)")

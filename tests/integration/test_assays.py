@@ -154,6 +154,33 @@ def test_scheduler_stores_windows_and_posts_one_webhook_per_alert(
     assert all(p["status"] == "alert" and p["pipeline"] == "drifty" and p["score"] > 0.25 for p in posted)
 
 
+def test_assay_gauges_reach_prometheus(
+    traffic: dict[str, datetime], corral: Any, http: httpx.Client, admin_headers: dict[str, str]
+) -> None:
+    """After the scheduler test: sched-a's last judged window is in the shifted phase, so it is in alert."""
+    alerts = [r for r in http.get(f"{ASSAYS}/sched-a/results", headers=admin_headers).json() if r["status"] == "alert"]
+    assert alerts
+    deadline = time.monotonic() + 90
+    while True:
+        text = httpx.get(f"http://127.0.0.1:{corral.metrics_port}/metrics", timeout=10).text
+        found = {name: _sample(text, name, assay="sched-a", pipeline="drifty", workspace="default") for name in (
+            "ray_corral_assay_status", "ray_corral_assay_score", "ray_corral_assay_alerts_total"
+        )}  # fmt: skip
+        if found["ray_corral_assay_alerts_total"] == len(alerts) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert found["ray_corral_assay_status"] == 2.0  # 0 ok, 1 warning, 2 alert
+    assert found["ray_corral_assay_score"] is not None and found["ray_corral_assay_score"] > 0.25
+    assert found["ray_corral_assay_alerts_total"] == len(alerts)
+
+
+def _sample(text: str, metric: str, **labels: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(metric + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 @pytest.mark.parametrize(
     ("change", "fragment"),
     [
