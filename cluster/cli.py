@@ -352,6 +352,7 @@ def logs(
     until: str = typer.Option(None, help="end of the range (ISO 8601); default now"),
     limit: int = typer.Option(50, help="show the newest LIMIT rows of the range, oldest first"),
     output: Path = typer.Option(None, "--output", "-o", help="save all columns to .csv, .parquet or .json"),
+    inputs: bool = typer.Option(False, "--inputs", help="also show the in.* columns"),
     workspace: str = WorkspaceOpt,
 ) -> None:
     """Show the inference log of pipeline NAME: inputs, outputs, variant, anomalies, latency.
@@ -367,8 +368,32 @@ def logs(
     if frame.empty:
         console.print(f"no log rows for {name} since {start}: send it traffic, or widen --since")
         return
-    console.print(frame.to_string(max_rows=limit, max_colwidth=24))
-    console.print(f"[dim]{len(frame)} rows; all columns with --output FILE[/dim]")
+    shown = [c for c in frame.columns if not c.startswith("in.") or inputs]
+    table = Table(*[_header(c) for c in shown], title=f"log of {name}")
+    for row in frame[shown].itertuples(index=False):
+        table.add_row(*[_cell(column, value) for column, value in zip(shown, row, strict=True)])
+    console.print(table)
+    hidden = "" if inputs else " (inputs hidden: --inputs)"
+    console.print(f"[dim]{len(frame)} rows{hidden}; every column with --output FILE[/dim]")
+
+
+SHORT_HEADERS = {"pipeline_version": "ver", "request_id": "request", "latency_ms": "ms", "anomaly.count": "anomalies"}
+
+
+def _header(column: str) -> str:
+    return SHORT_HEADERS.get(column, column.removeprefix("out."))
+
+
+def _cell(column: str, value: Any) -> str:
+    if column == "time":
+        return str(value)[11:23]  # HH:MM:SS.mmm: the date is in the query
+    if column == "request_id":
+        return str(value)[:8]
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if hasattr(value, "__len__") and not isinstance(value, str):
+        return "[" + ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in value) + "]"
+    return str(value)
 
 
 def _since(since: str, until: str | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,31 @@ def test_cli_round_trip(workdir: Path) -> None:
     assert versions.returncode == 0 and "main" in versions.stdout
     status = corral("status")
     assert "running" in status.stdout and "api docs" in status.stdout
+
+    time.sleep(1.0)  # log rows reach the store within a second
+    logs_out = workdir / "logs.parquet"
+    logs = corral("logs", "cli-pipe", "--since", "10m", "--output", str(logs_out))
+    assert logs.returncode == 0, logs.stderr
+    logged = pd.read_parquet(logs_out)
+    assert len(logged) == 20 and (logged["out.flagged"].to_numpy() == scored["flagged"].to_numpy()).all()
+    shown = corral("logs", "cli-pipe", "--since", "10m", "--limit", "3")
+    assert shown.returncode == 0 and "3 rows" in shown.stdout and shown.stdout.count(" main ") == 3, shown.stdout
+
+    (workdir / "assay.yaml").write_text(
+        "pipeline: cli-pipe\ntarget: in.amount\nbaseline: {values: [1, 5, 10, 20, 50, 100, 200, 500]}\n"
+        "window: {width: 1h}\nmetric: psi\n"
+    )
+    applied = corral("assays", "apply", "cli-amount", str(workdir / "assay.yaml"))
+    assert applied.returncode == 0, applied.stderr
+    assert "cli-amount" in corral("assays", "list").stdout
+    preview = corral("assays", "preview", "cli-amount", "--since", "1h")
+    assert preview.returncode == 0 and "20" in preview.stdout, preview.stdout + preview.stderr
+    chart = workdir / "drift.png"
+    drawn = corral("assays", "chart", "cli-amount", "--preview", "--since", "1h", "-o", str(chart))
+    assert drawn.returncode == 0, drawn.stderr
+    assert chart.read_bytes().startswith(b"\x89PNG")
+    bad_since = corral("logs", "cli-pipe", "--since", "yesterday")
+    assert bad_since.returncode == 1 and "--since" in bad_since.stderr
 
     undeploy = corral("pipelines", "undeploy", "cli-pipe")
     assert undeploy.returncode == 0, undeploy.stderr
