@@ -1,6 +1,7 @@
 """The log sink: one replica that writes every pipeline's inference-log batches to Parquet.
 
-Routers send batches of rows (Arrow tables) every ~100 ms; each batch is written to its own
+Routers send batches of rows (Arrow tables) every ~100 ms; inference rows get their `anomaly.*`
+columns here, a batch at a time, off the request path. Each batch is written to its own
 Parquet file at once (fsync + atomic rename), so a crash of the sink loses nothing it has
 acknowledged. Small files are merged in the background and on shutdown.
 """
@@ -13,9 +14,14 @@ import logging
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from ray import serve
 
-from monitoring.log_store import LogStore
+from deployments.metrics import metric
+from monitoring.log_schema import with_anomalies
+from monitoring.log_store import INFERENCES, LogStore
+from monitoring.metrics import VALIDATION_FAILURES
+from pipelines.rules import Rule, flag_rows, parse_rules
 
 log = logging.getLogger("corral.logsink")
 
@@ -35,6 +41,8 @@ class LogSink:
         self.store = LogStore(Path(root))
         self.rows_written = 0
         self.compactor: asyncio.Task[None] | None = None
+        self.rules: dict[tuple[tuple[str, str], ...], list[Rule]] = {}
+        self.failing: set[tuple[str, str]] = set()
 
     def _ensure_compactor(self) -> None:
         if self.compactor is None or self.compactor.done():
@@ -48,12 +56,35 @@ class LogSink:
             except Exception:  # compaction is an optimisation: never let it stop the sink
                 log.exception("log compaction failed")
 
-    async def append(self, kind: str, workspace: str, pipeline: str, rows: pa.Table) -> int:
-        """Write one batch of rows now; returns how many were written."""
+    async def append(
+        self, kind: str, workspace: str, pipeline: str, rows: pa.Table, validations: dict[str, str] | None = None
+    ) -> int:
+        """Flag inference rows with the pipeline's validations, then write the batch now; returns its rows."""
         self._ensure_compactor()
-        written = await asyncio.to_thread(self.store.write, kind, workspace, pipeline, rows)
+        written = await asyncio.to_thread(self._write, kind, workspace, pipeline, rows, validations or {})
         self.rows_written += written
         return written
+
+    def _write(self, kind: str, workspace: str, pipeline: str, rows: pa.Table, validations: dict[str, str]) -> int:
+        if kind == INFERENCES:
+            rows = self._flag(workspace, pipeline, rows, validations)
+        return self.store.write(kind, workspace, pipeline, rows)
+
+    def _flag(self, workspace: str, pipeline: str, rows: pa.Table, validations: dict[str, str]) -> pa.Table:
+        key = tuple(sorted(validations.items()))
+        if key not in self.rules:
+            self.rules[key] = parse_rules(validations)  # checked when the spec was stored: it parses
+        flags = flag_rows(self.rules[key], rows)
+        tags = {"workspace": workspace, "pipeline": pipeline}
+        for rule in self.rules[key]:
+            flagged = pc.sum(flags.columns[rule.column_name]).as_py() or 0
+            if flagged:
+                metric(VALIDATION_FAILURES).inc(flagged, {**tags, "validation": rule.name})
+        for name, error in flags.errors.items():
+            if (pipeline, name) not in self.failing:
+                self.failing.add((pipeline, name))  # once per rule: the log is not a firehose
+                log.warning("validation %r of %s/%s could not run: %s", name, workspace, pipeline, error)
+        return with_anomalies(rows, flags.columns)
 
     async def flush(self) -> int:
         """Merge small files of every partition; returns the number of partitions merged."""
