@@ -115,17 +115,21 @@ def test_shadow_outputs_and_errors_are_logged_next_to_the_primary(
 
 
 def test_logs_as_arrow_and_json_agree(logged: Any, http: httpx.Client, admin_headers: dict[str, str]) -> None:
-    _infer(http, admin_headers, 42.0)
+    request_id, _ = _infer(http, admin_headers, 42.0)
+    deadline = time.monotonic() + 30
+    while request_id not in set(logged.logs(limit=50).request_id) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    # A fixed, past range: rows that arrive later cannot change the answer between the two queries.
+    end = datetime.now(UTC)
+    params = {"limit": 5, "start": (end - timedelta(hours=1)).isoformat(), "end": end.isoformat()}
     path = LOGS.format("logged")
-    params = {"limit": 5}
-    _logs_until(logged, 1, datetime.now(UTC) - timedelta(minutes=10))
     arrow = http.get(path, params=params, headers={**admin_headers, "accept": "application/vnd.apache.arrow.file"})
     assert arrow.status_code == 200 and arrow.headers["content-type"] == "application/vnd.apache.arrow.file"
     table = pa.ipc.open_file(arrow.content).read_all()
     rows = http.get(path, params=params, headers=admin_headers).json()["rows"]
-    assert table.num_rows == len(rows) <= 5
+    assert table.num_rows == len(rows) == 5
     assert table.column("request_id").to_pylist() == [r["request_id"] for r in rows]
-    assert rows[-1]["time"].endswith("Z")
+    assert rows[-1]["request_id"] == request_id and rows[-1]["time"].endswith("Z")
 
 
 @pytest.mark.parametrize(
