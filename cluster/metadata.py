@@ -48,3 +48,9 @@ def pipeline_metadata(
         "outputs": outputs,
         "parameters": {"variants": sorted(spec.variants), "primary_variant": variant},
     }
+
+
+def log_columns(metadata: dict[str, Any]) -> set[str]:
+    """The `in.*` / `out.*` inference-log columns that metadata says a pipeline takes and returns."""
+    return {f"in.{t['name']}" for t in metadata["inputs"]} | {f"out.{t['name']}" for t in metadata["outputs"]}
+

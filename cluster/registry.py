@@ -439,13 +439,13 @@ def _model_dict(row: ModelVersion) -> dict[str, Any]:
 
 def _check_validations(spec: PipelineSpec, signatures: dict[str, ModelSignature]) -> None:
     """Validations must parse and name only columns the pipeline is known to take or return."""
-    from cluster.metadata import pipeline_metadata
+    from cluster.metadata import log_columns, pipeline_metadata
 
     rules = parse_rules(spec.validations)
     if not rules:
         return
     metadata = pipeline_metadata("", 0, spec, signatures)
-    known = {f"in.{t['name']}" for t in metadata["inputs"]} | {f"out.{t['name']}" for t in metadata["outputs"]}
+    known = log_columns(metadata)
     # Columns a step of uploaded code makes cannot be known before it runs: check only what can be.
     checkable = [r for r in rules if all(_side_known(c, metadata) for c in r.columns)]
     check_columns(checkable, known)

@@ -255,10 +255,7 @@ class Pipeline:
         log contract: time, request_id, pipeline_version, variant, in.*, out.*, shadow.*, anomaly.*,
         latency_ms.
         """
-        params: dict[str, Any] = {"limit": limit}
-        for name, value in (("start", start), ("end", end)):
-            if value is not None:
-                params[name] = value.isoformat() if isinstance(value, datetime) else value
+        params: dict[str, Any] = {"limit": limit, **_range(start, end)}
         reply = self.client.request(
             "GET", f"{self._path}/logs", params=params, headers={"accept": "application/vnd.apache.arrow.file"}
         )

@@ -54,9 +54,12 @@ class ControlService:
 
     def _known_columns(self, workspace: str, name: str) -> set[str]:
         """The log columns a pipeline's latest version is known to produce (from its spec and models)."""
+        from cluster.metadata import log_columns, pipeline_metadata
+
         latest = self.registry.version_row(workspace, name, None)
-        metadata = self.deployer._metadata(workspace, name, latest, PipelineSpec.model_validate(latest.spec))
-        return {f"in.{t['name']}" for t in metadata["inputs"]} | {f"out.{t['name']}" for t in metadata["outputs"]}
+        spec = PipelineSpec.model_validate(latest.spec)
+        signatures = self.registry.model_signatures(latest.resolved)
+        return log_columns(pipeline_metadata(name, latest.version, spec, signatures))
 
     def query_logs(
         self, who: Principal, workspace: str, name: str, start: str | None, end: str | None, limit: int
