@@ -20,8 +20,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cluster.auth import Principal, Role
 from cluster.service import ControlService, current_service
 from deployments.errors import error_response
+from explain.explanation import Explanation
 from monitoring.log_store import rows_as_json
 from monitoring.time_range import time_range
+from pipelines.codecs.arrow import STREAM_TYPE as ARROW_STREAM
+from pipelines.datasets import CSV_TYPE, JSON_TYPE, PARQUET_TYPE
 from pipelines.errors import (
     BadPayload,
     CorralError,
@@ -37,6 +40,10 @@ ARROW_FILE = "application/vnd.apache.arrow.file"
 
 
 ASSAY_SPAN = timedelta(days=30)
+EXPLAIN_SHAPE = (
+    '{"method": "anchors" | "kernel_shap" | "permutation" | "ale" | "pd", "instances": [records], '
+    '"reference": {"values": [records]} | {"start", "end"} | {"dataset": "name"}, "labels": [...], "params": {...}}'
+)
 
 
 def _json_response(payload: Any) -> Response:
@@ -101,6 +108,31 @@ async def editor_upload(
         raise BadPayload("the uploaded file is empty")
     return Upload(name, file.filename or "", data)
 
+
+async def limited_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused with a 413 as soon as it passes `limit` bytes (not after buffering it all)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"the body is over {limit} bytes: send a smaller sample or raise CORRAL_MAX_PAYLOAD_BYTES"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# The body is raw bytes read from the request, so FastAPI cannot document it on its own.
+DATASET_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            media: {"schema": {"type": "string", "format": "binary"}}
+            for media in (PARQUET_TYPE, ARROW_FILE, ARROW_STREAM, CSV_TYPE, JSON_TYPE)
+        },
+    }
+}
 
 TRAFFIC_SHAPE = '{"weights": {"variant": number}, "key": "column" or null, "shadows": ["variant"]}'
 
@@ -213,6 +245,35 @@ def build_api() -> FastAPI:
     ) -> dict[str, Any]:
         return await asyncio.to_thread(svc.registry.upload_code, who, w, upload.name, upload.filename, upload.data)
 
+    # --- reference datasets -------------------------------------------------------------------
+    @app.put(f"{API}/workspaces/{{w}}/datasets/{{name}}", status_code=201, openapi_extra=DATASET_BODY)
+    async def upload_dataset(
+        w: str,
+        name: str,
+        request: Request,
+        who: Principal = Depends(principal),
+        svc: ControlService = Depends(service),
+    ) -> Response:
+        """Upload a table (Parquet, Arrow IPC, CSV or JSON records, by Content-Type) as a new version of
+        dataset NAME: 201, or 200 with the latest version when the values are identical to it."""
+        who.require(w, Role.editor)
+        body = await limited_body(request, svc.settings.max_payload_bytes)
+        content_type = request.headers.get("content-type")
+        info, created = await asyncio.to_thread(svc.registry.put_dataset, who, w, name, body, content_type)
+        return JSONResponse(info, status_code=201 if created else 200)
+
+    @app.get(f"{API}/workspaces/{{w}}/datasets")
+    def list_datasets(
+        w: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> list[dict[str, Any]]:
+        return svc.registry.list_datasets(who, w)
+
+    @app.get(f"{API}/workspaces/{{w}}/datasets/{{name}}")
+    def dataset_versions(
+        w: str, name: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> list[dict[str, Any]]:
+        return svc.registry.dataset_versions(who, w, name)
+
     # --- pipelines ----------------------------------------------------------------------------
     @app.put(f"{API}/workspaces/{{w}}/pipelines/{{p}}", status_code=201)
     async def put_pipeline(
@@ -272,6 +333,7 @@ def build_api() -> FastAPI:
         who.require(w, Role.editor)
         await asyncio.to_thread(svc.registry.get_pipeline_version, who, w, p)
         await svc.deployer.undeploy(w, p)
+        await svc.explanations.remove(w, p)
         return {"name": p, "status": "undeployed"}
 
     @app.put(f"{API}/workspaces/{{w}}/pipelines/{{p}}/traffic")
@@ -323,6 +385,27 @@ def build_api() -> FastAPI:
         if ARROW_FILE in request.headers.get("accept", ""):
             return Response(arrow_file(table), media_type=ARROW_FILE)
         return Response(orjson.dumps({"rows": rows_as_json(table)}), media_type="application/json")
+
+    # --- explanations ---------------------------------------------------------------------------
+    @app.post(f"{API}/workspaces/{{w}}/pipelines/{{p}}/explain")
+    async def explain(
+        w: str, p: str, request: Request, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> Response:
+        """Explain a deployed pipeline (black box, pre-processing included). JSON `{"meta", "data"}`,
+        or its chart as a PNG with `Accept: image/png`."""
+        body = await json_body(request, EXPLAIN_SHAPE)
+        result = await svc.explanations.explain(who, w, p, body)
+        if "image/png" in request.headers.get("accept", ""):
+            png = await asyncio.to_thread(Explanation.model_validate(result).chart_png)
+            return Response(png, media_type="image/png")
+        return _json_response(result)
+
+    @app.get(f"{API}/workspaces/{{w}}/pipelines/{{p}}/explain/progress")
+    async def explain_progress(
+        w: str, p: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> list[dict[str, Any]]:
+        """The pipeline's running explanations: stage, elapsed seconds, predict calls and rows so far."""
+        return await svc.explanations.progress(who, w, p)
 
     # --- assays ---------------------------------------------------------------------------------
     @app.put(f"{API}/workspaces/{{w}}/assays/{{a}}", status_code=201)

@@ -21,6 +21,9 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="Upload and list models (ONNX, or scikit-learn/XGBoost/LightGBM converted here).")
 code_app = typer.Typer(help="Upload Python step code (a .py module or a .zip package) for `code:` steps.")
+datasets_app = typer.Typer(
+    help="Upload and list reference datasets (tables versioned like models), e.g. reference data for explanations."
+)
 pipelines_app = typer.Typer(help="Apply specs, deploy, undeploy, list pipelines and their versions.")
 ws_app = typer.Typer(help="Workspaces and their access tokens.")
 traffic_app = typer.Typer(
@@ -35,6 +38,7 @@ app.add_typer(assays_app, name="assays")
 app.add_typer(traffic_app, name="traffic")
 app.add_typer(models_app, name="models")
 app.add_typer(code_app, name="code")
+app.add_typer(datasets_app, name="datasets")
 app.add_typer(pipelines_app, name="pipelines")
 app.add_typer(ws_app, name="workspaces")
 console = Console()
@@ -199,6 +203,31 @@ def code_upload(name: str, file: Path = typer.Argument(..., exists=True), worksp
     """Upload step code (editor): name it in a step as `code: NAME:VERSION`."""
     info = _run(_client(workspace).upload_code, name, file)
     console.print(f"uploaded code [bold]{info['name']}:{info['version']}[/bold] modules {info['modules']}")
+
+
+# --- reference datasets -------------------------------------------------------------------------
+@datasets_app.command("upload")
+def datasets_upload(
+    name: str,
+    file: Path = typer.Argument(..., exists=True, help=".parquet, .csv (header row), .arrow/.feather, .json (records)"),
+    workspace: str = WorkspaceOpt,
+) -> None:
+    """Upload FILE as a new version of dataset NAME (editor); identical values keep the latest version."""
+    info = _run(_client(workspace).upload_dataset, name, file)
+    console.print(f"uploaded dataset [bold]{info['name']}:{info['version']}[/bold] "
+                  f"{info['rows']} rows sha256 {info['sha256'][:12]}")
+    for column in info["columns"]:
+        console.print(f"  column {column['name']:20} {column['type']}")
+
+
+@datasets_app.command("list")
+def datasets_list(workspace: str = WorkspaceOpt) -> None:
+    """List datasets (latest version of each)."""
+    table = Table("name", "version", "rows", "sha256", "columns")
+    for d in _run(_client(workspace).datasets):
+        columns = ", ".join(c["name"] for c in d["columns"])
+        table.add_row(d["name"], str(d["version"]), str(d["rows"]), d["sha256"][:12], columns)
+    console.print(table)
 
 
 # --- pipelines ----------------------------------------------------------------------------------
@@ -375,6 +404,132 @@ def logs(
     console.print(table)
     hidden = "" if inputs else " (inputs hidden: --inputs)"
     console.print(f"[dim]{len(frame)} rows{hidden}; every column with --output FILE[/dim]")
+
+
+@app.command()
+def explain(
+    name: str,
+    method: str = typer.Option(
+        ...,
+        "--method",
+        "-m",
+        help="anchors | kernel_shap (local with --row/--rows, else global) | permutation | ale | pd",
+    ),
+    row: str = typer.Option(None, "--row", help="one row to explain, as JSON: '{\"amount\": 120, ...}'"),
+    rows: Path = typer.Option(
+        None, "--rows", help="rows to explain (or, for permutation, to shuffle): .csv/.parquet/.json"
+    ),
+    labels: str = typer.Option(
+        None, "--labels", help="permutation: true labels, a JSON list or a file with one per line"
+    ),
+    since: str = typer.Option(
+        None, "--since", help="reference: logged inputs since (1h, 1d or ISO time); default the last day"
+    ),
+    dataset: str = typer.Option(None, "--dataset", help="reference: an uploaded dataset, name[:version]"),
+    reference_file: Path = typer.Option(None, "--reference", help="reference: rows from a .csv/.parquet/.json file"),
+    param: list[str] = typer.Option(
+        [], "--param", "-p", help="method option key=value, repeatable: threshold=0.9, nsamples=500, features=[\"f3\"]"
+    ),
+    timeout: float = typer.Option(None, "--timeout", help="time budget in seconds (server default 120)"),
+    chart: Path = typer.Option(None, "--chart", help="also save the chart as a PNG"),
+    output: Path = typer.Option(None, "--output", "-o", help="also save the explanation as JSON"),
+    workspace: str = WorkspaceOpt,
+) -> None:
+    """Explain pipeline NAME's predictions, treating the whole pipeline (pre-processing included) as a black box.
+
+    Local: `corral explain fraud -m anchors --row '{"amount": 900, "age": 22, "n_tx": 1}' --chart why.png`.
+    Global: `corral explain fraud -m kernel_shap --since 1d`, `-m ale --param features='["amount"]'`,
+    `-m permutation --rows labelled.csv --labels labels.json`. The reference (background) data is the
+    last day of logged inputs unless --since, --dataset or --reference says otherwise.
+    """
+    import threading
+
+    from cluster import explain_view
+
+    params = _run(explain_view.parse_params, param)
+    if timeout is not None:
+        params["timeout_s"] = timeout
+    instances = _run(explain_view.read_rows, row, rows)
+    reference: Any = None
+    if sum(x is not None for x in (since, dataset, reference_file)) > 1:
+        _fail(ValueError("choose one reference: --since, --dataset or --reference"))
+    if since:
+        reference = {"start": _run(_since, since, None)}
+    elif dataset:
+        reference = dataset
+    elif reference_file:
+        reference = _run(explain_view.read_table, reference_file)
+    label_list = _run(_read_labels, labels) if labels else None
+    pipeline = _client(workspace).pipeline(name)
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = pipeline.explain(method, instances, reference=reference, labels=label_list, **params)
+        except Exception as exc:  # reported on the main thread, like any other CLI error
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    with console.status(f"{method}: starting the explainer…") as status:
+        while worker.is_alive():
+            worker.join(1.0)
+            status.update(_explain_status(method, pipeline))
+    if "error" in outcome:
+        _run(_raise, outcome["error"])
+    explanation = outcome["result"]
+    for part in explain_view.render(explanation):
+        console.print(part)
+    if chart:
+        explanation.chart(chart)
+        console.print(f"chart saved to {chart}")
+    if output:
+        output.write_text(explanation.model_dump_json(indent=2))
+        console.print(f"explanation saved to {output}")
+
+
+def _explain_status(method: str, pipeline: Any) -> str:
+    try:
+        running = pipeline.explain_progress()
+    except Exception:  # progress is a courtesy: never fail the explanation over it
+        return f"{method}: explaining…"
+    if not running:
+        return f"{method}: waiting for the explainer (a cold start imports alibi)…"
+    job = max(running, key=lambda j: j["elapsed_s"])
+    return (
+        f"{method}: {job['stage']} · {job['predict_calls']} predict calls, {job['rows_predicted']:,} rows · "
+        f"{job['elapsed_s']:.0f}/{job['budget_s']:.0f} s"
+    )
+
+
+def _label(text: str) -> Any:
+    """One label per line: a JSON value when it parses (1, true, "x"), else the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _raise(exc: Exception) -> None:
+    raise exc
+
+
+def _read_labels(labels: str) -> list[Any]:
+    path = Path(labels)
+    if path.exists():
+        text = path.read_text()
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError:
+            return [_label(line.strip()) for line in text.splitlines() if line.strip()]
+        return list(parsed)
+    try:
+        parsed = json.loads(labels)
+    except json.JSONDecodeError:
+        raise ValueError("--labels takes a JSON list ('[0, 1, 1]') or a file with one label per line") from None
+    if not isinstance(parsed, list):
+        raise ValueError("--labels takes a JSON list ('[0, 1, 1]') or a file with one label per line")
+    return parsed
 
 
 SHORT_HEADERS = {"pipeline_version": "ver", "request_id": "request", "latency_ms": "ms", "anomaly.count": "anomalies"}

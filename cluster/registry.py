@@ -9,6 +9,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import pyarrow as pa
 from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -18,7 +19,16 @@ from cluster.auth import Principal, Role, hash_token, new_token
 from cluster.convert import describe_onnx
 from cluster.store.artifacts import ArtifactStore
 from cluster.store.db import Database
-from cluster.store.tables import CodeVersion, ModelVersion, Pipeline, PipelineVersion, Token, Workspace
+from cluster.store.tables import (
+    CodeVersion,
+    DatasetVersion,
+    ModelVersion,
+    Pipeline,
+    PipelineVersion,
+    Token,
+    Workspace,
+)
+from pipelines.datasets import describe_columns, from_parquet, parse_dataset_ref, read_dataset, to_parquet
 from pipelines.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from pipelines.rules import check_columns, parse_rules
 from pipelines.spec import PipelineSpec, TrafficSpec, check_name, parse_model_ref
@@ -210,6 +220,81 @@ class Registry:
     def code_sources(self, sha256: str, filename: str) -> dict[str, str]:
         return code_packages.read_sources(filename, self.artifacts.get(sha256))
 
+    # --- reference datasets -------------------------------------------------------------------
+    def upload_dataset(
+        self, who: Principal, workspace: str, name: str, data: bytes, content_type: str | None
+    ) -> dict[str, Any]:
+        """Store a tabular upload as a new version of dataset `name`: `{name, version, rows, columns, sha256}`."""
+        return self.put_dataset(who, workspace, name, data, content_type)[0]
+
+    def put_dataset(
+        self, who: Principal, workspace: str, name: str, data: bytes, content_type: str | None
+    ) -> tuple[dict[str, Any], bool]:
+        """`upload_dataset`, and whether it made a new version (False: identical to the latest)."""
+        self.check_workspace(who, workspace, Role.editor)
+        try:
+            check_name("dataset", name)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+        table = read_dataset(data, content_type)  # raises before anything is written
+        # Stored as canonical Parquet, so the same values sent as CSV or Arrow are the same version.
+        digest = self.artifacts.put(to_parquet(table))
+        with self.db.session() as s:
+            latest = _latest(s, DatasetVersion, workspace, name)
+            if latest is not None and latest.sha256 == digest:
+                return _dataset_dict(latest), False
+            row = DatasetVersion(
+                workspace=workspace,
+                name=name,
+                version=(latest.version + 1) if latest else 1,
+                sha256=digest,
+                rows=table.num_rows,
+                columns=describe_columns(table),
+            )
+            s.add(row)
+            s.flush()
+            return _dataset_dict(row), True
+
+    def list_datasets(self, who: Principal, workspace: str) -> list[dict[str, Any]]:
+        """The latest version of each dataset, by name."""
+        self.check_workspace(who, workspace, Role.viewer)
+        with self.db.session() as s:
+            rows = s.scalars(
+                select(DatasetVersion)
+                .where(DatasetVersion.workspace == workspace)
+                .order_by(DatasetVersion.name, DatasetVersion.version)
+            )
+            return list({row.name: _dataset_dict(row, created_at=True) for row in rows}.values())
+
+    def dataset_versions(self, who: Principal, workspace: str, name: str) -> list[dict[str, Any]]:
+        """Every version of dataset `name`, oldest first."""
+        self.check_workspace(who, workspace, Role.viewer)
+        with self.db.session() as s:
+            rows = _versions(s, DatasetVersion, workspace, name)
+            if not rows:
+                raise NotFound(
+                    f"dataset {name!r} not found in workspace {workspace!r}: upload it with "
+                    f"`corral datasets upload {name} FILE`"
+                )
+            return [_dataset_dict(r, created_at=True) for r in reversed(rows)]
+
+    def load_dataset(self, workspace: str, ref: str) -> pa.Table:
+        """The table of dataset `ref` ("name" = latest, or "name:version"), for server-side use
+        such as explainers' reference data. Callers check the principal themselves."""
+        try:
+            name, version = parse_dataset_ref(ref)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+        with self.db.session() as s:
+            row = _latest(s, DatasetVersion, workspace, name, version)
+        if row is None:
+            raise InvalidInput(
+                f"dataset {ref!r} is not in workspace {workspace!r}: upload it with "
+                f"`corral datasets upload {name} FILE` (or PUT /api/v1/workspaces/{workspace}/datasets/{name}), "
+                "or fix the name:version"
+            )
+        return from_parquet(self.artifacts.get(row.sha256))
+
     # --- pipelines ----------------------------------------------------------------------------
     def put_pipeline(self, who: Principal, workspace: str, name: str, data: Any) -> tuple[int, bool]:
         """Validate a spec and store it as a new immutable version; identical to latest -> no new version."""
@@ -380,7 +465,7 @@ class Registry:
         return who.role
 
 
-V = TypeVar("V", ModelVersion, CodeVersion, PipelineVersion)
+V = TypeVar("V", ModelVersion, CodeVersion, DatasetVersion, PipelineVersion)
 
 
 def _versions(s: Session, table: type[V], workspace: str, name: str, version: int | None = None) -> list[V]:
@@ -435,6 +520,19 @@ def _model_dict(row: ModelVersion) -> dict[str, Any]:
         "outputs": row.outputs,
         "created_at": row.created_at.isoformat() if row.created_at else None,
     }
+
+
+def _dataset_dict(row: DatasetVersion, *, created_at: bool = False) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "name": row.name,
+        "version": row.version,
+        "rows": row.rows,
+        "columns": row.columns,
+        "sha256": row.sha256,
+    }
+    if created_at:
+        info["created_at"] = row.created_at.isoformat() if row.created_at else None
+    return info
 
 
 def _check_validations(spec: PipelineSpec, signatures: dict[str, ModelSignature]) -> None:

@@ -8,14 +8,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import orjson
 import pyarrow as pa
 
 from cluster.settings import CorralSettings
+from explain.explanation import Explanation
 
 if TYPE_CHECKING:
     import pandas as pd
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
+ARROW_FILE = "application/vnd.apache.arrow.file"
 
 
 class CorralAPIError(RuntimeError):
@@ -107,6 +110,25 @@ class Client:
         path = Path(path)
         files = {"file": (path.name, path.read_bytes(), "application/octet-stream")}
         return self.request("POST", f"{self._ws()}/code", data={"name": name}, files=files).json()  # type: ignore[no-any-return]
+
+    # --- reference datasets -------------------------------------------------------------------
+    def upload_dataset(self, name: str, data: pd.DataFrame | pa.Table | str | Path) -> dict[str, Any]:
+        """Upload reference data (e.g. for explanations): a DataFrame, pyarrow.Table, or a .parquet,
+        .csv, .arrow/.feather or .json (records) file. Identical values keep the latest version.
+        Returns `{name, version, rows, columns, sha256}`."""
+        body, content_type = _dataset_body(data)
+        reply = self.request(
+            "PUT", f"{self._ws()}/datasets/{name}", content=body, headers={"content-type": content_type}
+        )
+        return reply.json()  # type: ignore[no-any-return]
+
+    def datasets(self) -> list[dict[str, Any]]:
+        """The latest version of each dataset in the workspace."""
+        return self.request("GET", f"{self._ws()}/datasets").json()  # type: ignore[no-any-return]
+
+    def dataset_versions(self, name: str) -> list[dict[str, Any]]:
+        """Every version of dataset `name`, oldest first."""
+        return self.request("GET", f"{self._ws()}/datasets/{name}").json()  # type: ignore[no-any-return]
 
     # --- pipelines ----------------------------------------------------------------------------
     def pipeline(self, name: str, spec: dict[str, Any] | None = None) -> Pipeline:
@@ -261,6 +283,41 @@ class Pipeline:
         )
         return pa.ipc.open_file(reply.content).read_all().to_pandas()
 
+    def explain(
+        self,
+        method: str,
+        instances: Any = None,
+        *,
+        reference: Any = None,
+        labels: Any = None,
+        **params: Any,
+    ) -> Explanation:
+        """Explain the deployed pipeline as a black box, pre-processing included.
+
+        `method`: "anchors" or "kernel_shap" (local: pass `instances`), "kernel_shap", "permutation"
+        (with `labels`), "ale" or "pd" (global). `instances`: a DataFrame, a list of records or one
+        record. `reference`: rows (DataFrame or records), `(start, end)` of logged inputs, or an
+        uploaded dataset's "name[:version]"; default the last day of logged inputs. `params`: method
+        options such as `timeout_s`, `output`, `target`, `threshold`, `nsamples`, `features`.
+        `explanation.chart("out.png")` draws it.
+        """
+        body: dict[str, Any] = {"method": method, "params": params}
+        if instances is not None:
+            body["instances"] = _records(instances)
+        if reference is not None:
+            body["reference"] = _reference(reference)
+        if labels is not None:
+            body["labels"] = list(labels)
+        content = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+        reply = self.client.request(
+            "POST", f"{self._path}/explain", content=content, headers={"content-type": "application/json"}
+        )
+        return Explanation.model_validate(reply.json())
+
+    def explain_progress(self) -> list[dict[str, Any]]:
+        """Explanations of this pipeline running now: stage, elapsed_s, predict_calls, rows_predicted."""
+        return self.client.request("GET", f"{self._path}/explain/progress").json()  # type: ignore[no-any-return]
+
 
 class Assay:
     """A drift assay on one column of a pipeline's inference log (see the assay spec in the README)."""
@@ -319,6 +376,63 @@ class Assay:
         if path is not None:
             Path(path).write_bytes(png)
         return png
+
+
+DATASET_FILE_TYPES = {
+    ".parquet": "application/vnd.apache.parquet",
+    ".pq": "application/vnd.apache.parquet",
+    ".csv": "text/csv",
+    ".json": "application/json",
+    ".arrow": ARROW_FILE,
+    ".feather": ARROW_FILE,  # Feather v2 is the Arrow IPC file format
+    ".ipc": ARROW_FILE,
+}
+
+
+def _dataset_body(data: Any) -> tuple[bytes, str]:
+    """Request body and Content-Type: frames and tables as an Arrow IPC file (types survive exactly),
+    files as their own bytes, so the server reads them the same way it reads curl uploads."""
+    import pandas as pd
+
+    if isinstance(data, pd.DataFrame):
+        data = pa.Table.from_pandas(data, preserve_index=False)
+    if isinstance(data, pa.Table):
+        sink = io.BytesIO()
+        with pa.ipc.new_file(sink, data.schema) as writer:
+            writer.write_table(data)
+        return sink.getvalue(), ARROW_FILE
+    if isinstance(data, str | Path):
+        path = Path(data)
+        content_type = DATASET_FILE_TYPES.get(path.suffix.lower())
+        if content_type is None:
+            raise ValueError(f"cannot upload {path.name} as a dataset: use {', '.join(DATASET_FILE_TYPES)}")
+        body = path.read_bytes()
+        if content_type == ARROW_FILE and not body.startswith(b"ARROW1"):
+            content_type = ARROW_STREAM  # .arrow is also used for IPC streams
+        return body, content_type
+    raise TypeError(f"upload_dataset() takes a DataFrame, pyarrow.Table or file path, not {type(data).__name__}")
+
+
+def _records(rows: Any) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    if isinstance(rows, pd.DataFrame):
+        return rows.to_dict("records")  # type: ignore[return-value]
+    if isinstance(rows, pa.Table):
+        return rows.to_pylist()
+    if isinstance(rows, dict):
+        return [rows]
+    return list(rows)
+
+
+def _reference(reference: Any) -> dict[str, Any]:
+    if isinstance(reference, str):
+        return {"dataset": reference}
+    if isinstance(reference, tuple) and len(reference) == 2:
+        return _range(*reference)
+    if isinstance(reference, dict) and set(reference) <= {"start", "end", "values", "dataset"}:
+        return reference
+    return {"values": _records(reference)}
 
 
 def _range(start: datetime | str | None, end: datetime | str | None) -> dict[str, str]:

@@ -12,6 +12,7 @@ from ray import serve
 from cluster.assays import AssayService
 from cluster.auth import Principal, Role
 from cluster.deployer import Deployer
+from cluster.explanations import ExplainService
 from cluster.registry import Registry, spec_errors
 from cluster.settings import CorralSettings
 from cluster.store.artifacts import ArtifactStore
@@ -50,6 +51,7 @@ class ControlService:
         self.deployer = Deployer(settings, self.registry)
         self.logs = LogStore(settings.logs_path)
         self.assays = AssayService(self.registry, self.logs, self._known_columns, _assay_gauges)
+        self.explanations = ExplainService(settings, self.registry, self.logs, self._deployed)
         _current = self
 
     def _known_columns(self, workspace: str, name: str) -> set[str]:

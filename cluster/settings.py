@@ -28,6 +28,12 @@ class CorralSettings(BaseSettings):
     max_payload_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     deploy_timeout_s: float = Field(default=300, gt=0)
     assay_tick_s: float = Field(default=5.0, gt=0, description="how often the assay scheduler looks for due windows")
+    explain_timeout_s: float = Field(
+        default=120, gt=0, le=3600, description="default time budget of an explanation (params.timeout_s overrides)"
+    )
+    explainer_idle_s: float = Field(
+        default=300, ge=1, description="idle seconds before a pipeline's explainer scales to zero replicas"
+    )
     token: str | None = Field(default=None, description="SDK/CLI token; default the admin token file")
 
     @field_validator("home")

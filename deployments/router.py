@@ -304,6 +304,15 @@ class PipelineRouter:
             return result.to_pydict()
         return result
 
+    async def predict(self, table: pa.Table, variant: str) -> pa.Table:
+        """Run one variant's chain on a table, unlogged: for explainers, whose synthetic rows are not
+        traffic (they would swamp the inference log and the assays), and not mirrored to shadows."""
+        if variant not in self.chains:
+            raise InvalidInput(
+                f"pipeline {self.pipeline!r} has no variant {variant!r}: use one of {sorted(self.chains)}"
+            )
+        return await self._run_chain(variant, table)
+
     async def info(self) -> dict[str, Any]:
         """What this replica serves: version, traffic and metadata (for tests and operators)."""
         assert self.config is not None

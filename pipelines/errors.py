@@ -53,3 +53,10 @@ class NotReady(CorralError):
 
 class StepFailed(CorralError):
     """User step code raised while processing a request (a server-side fault, not the caller's)."""
+
+
+class BudgetExceeded(NotReady):
+    """Work stopped because it ran past the time budget it was given (an explanation, say)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry_after_s=5)

@@ -20,6 +20,7 @@ def corral_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ["CORRAL_NUM_GPUS"] = "1"  # a logical GPU: tests GPU placement and the CPU fallback
     os.environ.setdefault("CORRAL_DEPLOY_TIMEOUT_S", "240")
     os.environ["CORRAL_ASSAY_TICK_S"] = "1"  # assay windows of a second in tests
+    os.environ["CORRAL_EXPLAINER_IDLE_S"] = "10"  # the scale-to-zero test waits for it
     return home
 
 

@@ -59,6 +59,15 @@ class CodeVersion(Versioned, Base):
     modules: Mapped[list[Any]] = mapped_column(JSON)  # top-level module/package names it provides
 
 
+class DatasetVersion(Versioned, Base):
+    """A reference dataset (e.g. for explainers): Parquet bytes in the artifact store, described here."""
+
+    __tablename__ = "datasets"
+    sha256: Mapped[str] = mapped_column(String(64))
+    rows: Mapped[int] = mapped_column(Integer)
+    columns: Mapped[list[Any]] = mapped_column(JSON)  # [{"name", "type"}], Arrow type names
+
+
 class PipelineVersion(Versioned, Base):
     __tablename__ = "pipeline_versions"
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)

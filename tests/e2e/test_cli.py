@@ -104,3 +104,41 @@ def test_cli_errors_say_how_to_fix(workdir: Path) -> None:
     pickle.write_bytes(b"not really")
     refused = corral("models", "upload", "p", str(pickle))
     assert refused.returncode == 1 and "--trust-pickle" in refused.stderr
+
+
+def test_cli_datasets(workdir: Path) -> None:
+    upload = corral("datasets", "upload", "cli-ref", str(workdir / "rows.csv"))
+    assert upload.returncode == 0, upload.stderr
+    assert "cli-ref:1" in upload.stdout and "20 rows" in upload.stdout and "amount" in upload.stdout
+    again = corral("datasets", "upload", "cli-ref", str(workdir / "rows.csv"))
+    assert again.returncode == 0 and "cli-ref:1" in again.stdout, again.stdout + again.stderr
+    listing = corral("datasets", "list")
+    assert listing.returncode == 0 and "cli-ref" in listing.stdout, listing.stderr
+    (workdir / "empty.csv").write_text("amount,age\n")
+    empty = corral("datasets", "upload", "cli-ref", str(workdir / "empty.csv"))
+    assert empty.returncode == 1 and "422" in empty.stderr and "no rows" in empty.stderr
+
+
+def test_cli_explain(workdir: Path) -> None:
+    """`corral explain` on the round trip's pipeline, with the dataset uploaded above as reference."""
+    import json
+
+    import pandas as pd
+
+    deploy = corral("pipelines", "deploy", "cli-pipe")
+    assert deploy.returncode == 0, deploy.stderr
+    row = pd.read_csv(workdir / "rows.csv").iloc[0].to_dict()
+    chart = workdir / "why.png"
+    saved = workdir / "why.json"
+    args = ["--dataset", "cli-ref", "--chart", str(chart), "-o", str(saved)]
+    why = corral("explain", "cli-pipe", "-m", "anchors", "--row", json.dumps(row), *args)
+    assert why.returncode == 0, why.stdout + why.stderr
+    assert "IF " in why.stdout and "precision" in why.stdout and "dataset cli-ref" in why.stdout
+    assert chart.read_bytes().startswith(b"\x89PNG")
+    explanation = json.loads(saved.read_text())
+    assert explanation["meta"]["method"] == "anchors" and explanation["data"]["precision"] >= 0.0
+    wrong = corral("explain", "cli-pipe", "-m", "lime", "--row", json.dumps(row), "--dataset", "cli-ref")
+    assert wrong.returncode == 1 and "422" in wrong.stderr and "anchors" in wrong.stderr
+    not_json = corral("explain", "cli-pipe", "-m", "anchors", "--row", "{amount: 3}")
+    assert not_json.returncode == 1 and "--row is not JSON" in not_json.stderr
+    assert corral("pipelines", "undeploy", "cli-pipe").returncode == 0
