@@ -19,6 +19,7 @@ from cluster.lifecycle import up
 from cluster.sdk import Client
 from cluster.settings import CorralSettings
 from examples.experiment import run_experiment
+from examples.explain_stage import explain_flagged
 from examples.fraud import FEATURES, fraud_pipeline_spec, make_transactions, train_fraud_model
 from examples.observe import VALIDATIONS, observe
 
@@ -83,12 +84,16 @@ def run_demo(console: Console, n_requests: int = 300) -> dict[str, Any]:
     console.rule("[bold]5. inference log, validation, drift assay")
     observed = observe(console, client, PIPELINE, train, traffic_started, n_requests + scored.num_rows, settings.home)
 
-    console.rule("[bold]6. experiment: canary, shadow, ramp, hot-swap")
+    console.rule("[bold]6. explain a flagged transaction")
+    explained = explain_flagged(console, client, PIPELINE, live, settings.home)
+
+    console.rule("[bold]7. experiment: canary, shadow, ramp, hot-swap")
     experiment = run_experiment(console, client, f"fraud:{info['version']}", mean, std)
 
     figures = {
         "experiment": experiment,
         "observed": observed,
+        "explained": explained,
         "requests": n_requests,
         "p50_ms": statistics.median(latencies),
         "p99_ms": float(np.percentile(latencies, 99)),
@@ -116,6 +121,11 @@ def run_demo(console: Console, n_requests: int = 300) -> dict[str, Any]:
         "monitoring",
         f"{observed['logged']:,} rows logged; assay windows {' -> '.join(observed['statuses'])}; "
         f"chart {observed['chart']}",
+    )
+    table.add_row(
+        "explanation",
+        f"IF {' AND '.join(explained['anchor'])} (precision {explained['precision']:.0%}); "
+        f"SHAP's top feature: {explained['top_feature']}; chart {explained['chart']}",
     )
     table.add_row("API docs", f"{client.url}/api/v1/docs")
     table.add_row("Ray dashboard", f"http://127.0.0.1:{settings.dashboard_port} (token in ~/.ray/auth_token)")
