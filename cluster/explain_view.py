@@ -75,7 +75,8 @@ def render(explanation: Explanation) -> list[RenderableType]:
     )
     method = explanation.method
     if method == "anchors":
-        body: list[RenderableType] = [_anchor(item) for item in data["instances"]]
+        threshold = float(meta.get("params", {}).get("threshold", 0.95))
+        body: list[RenderableType] = [_anchor(item, threshold) for item in data["instances"]]
     elif method in ("kernel_shap", "permutation"):
         body = [_importances(explanation)]
     else:
@@ -91,15 +92,28 @@ def _reference(reference: dict[str, Any]) -> str:
     return f"{source} {detail} ({reference.get('rows', '?')} rows)".replace("  ", " ")
 
 
-def _anchor(item: dict[str, Any]) -> Text:
+def _anchor(item: dict[str, Any], threshold: float) -> Text:
     rule = " AND ".join(item["anchor"]) or "(any row: the prediction holds without conditions)"
+    if item["precision"] < threshold:
+        return Text.assemble(
+            ("no rule reached ", "yellow"),
+            (f"{threshold:.0%} precision", "yellow"),
+            f"; the best found: IF {rule} THEN prediction = {item['prediction']} holds for "
+            f"{item['precision']:.0%} of similar rows (the prediction is near a boundary: try kernel_shap, "
+            "or --param threshold=0.8)",
+        )
     return Text.assemble(
         ("IF ", "bold"),
         (rule, "cyan"),
         (" THEN ", "bold"),
         (f"prediction = {item['prediction']}", "green"),
-        f"   precision {item['precision']:.0%}, coverage {item['coverage']:.0%}",
+        f"   precision {item['precision']:.0%}, coverage {_share(item['coverage'])}",
     )
+
+
+def _share(fraction: float) -> str:
+    """A percentage that keeps small shares visible: 0.07% rather than 0%."""
+    return f"{fraction:.0%}" if fraction >= 0.01 or fraction == 0 else f"{fraction * 100:.2g}%"
 
 
 def _importances(explanation: Explanation) -> Table:

@@ -85,7 +85,7 @@ def run_demo(console: Console, n_requests: int = 300) -> dict[str, Any]:
     observed = observe(console, client, PIPELINE, train, traffic_started, n_requests + scored.num_rows, settings.home)
 
     console.rule("[bold]6. explain a flagged transaction")
-    explained = explain_flagged(console, client, PIPELINE, live, settings.home)
+    explained = explain_flagged(console, client, PIPELINE, live, scored, settings.home)
 
     console.rule("[bold]7. experiment: canary, shadow, ramp, hot-swap")
     experiment = run_experiment(console, client, f"fraud:{info['version']}", mean, std)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 from rich.console import Console
 
 from cluster.explain_view import render
@@ -13,14 +15,19 @@ from cluster.sdk import Client
 from examples.fraud import FEATURES, LABEL
 
 
-def explain_flagged(console: Console, client: Client, pipeline: str, live: pd.DataFrame, home: Path) -> dict[str, Any]:
-    """Explain the riskiest-looking transaction of the demo traffic against the logged inputs."""
-    suspect = live.sort_values(["merchant_risk", "amount"], ascending=False).iloc[0][FEATURES]
+def explain_flagged(
+    console: Console, client: Client, pipeline: str, live: pd.DataFrame, scored: pa.Table, home: Path
+) -> dict[str, Any]:
+    """Explain a transaction the pipeline flagged (the 20th most likely fraud of the Arrow batch) against
+    the logged inputs. Fraud lives in the tails, so the anchor's ranges are cut at the 50/90/95/99th
+    percentiles rather than the quartiles, which cannot isolate a 1-in-100 class."""
+    probability = np.asarray(scored.column("probabilities").combine_chunks().flatten()).reshape(-1, 2)[:, 1]
+    suspect = live[FEATURES].iloc[int(np.argsort(probability)[-20])]
     row = {name: float(value) for name, value in suspect.items()}
     console.print(f"explaining {row} (reference: the inputs logged in the last day)")
     fraud = client.pipeline(pipeline)
     with console.status("starting the explainer (a cold start imports alibi), anchoring the prediction…"):
-        anchor = fraud.explain("anchors", row, output=LABEL)
+        anchor = fraud.explain("anchors", row, output=LABEL, percentiles=[50, 90, 95, 99])
     for part in render(anchor):
         console.print(part)
     with console.status("kernel SHAP over the pipeline: scaling, model and threshold included…"):

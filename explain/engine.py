@@ -110,7 +110,17 @@ def explain(
     progress.stage = "fitting"
 
     categories = tuple((i, tuple(c)) for i, c in space.category_map.items())
-    key = (*scope, request.method, params.output, params.target, params.seed, _fingerprint(sampled), categories)
+    fit_params = tuple(params.percentiles) if isinstance(params, AnchorsParams) else ()
+    key = (
+        *scope,
+        request.method,
+        params.output,
+        params.target,
+        params.seed,
+        _fingerprint(sampled),
+        categories,
+        fit_params,
+    )
     fitted = cache.get(key) if cache is not None and request.method in ("anchors", "kernel_shap") else None
     cached = fitted is not None
     if fitted is None:

@@ -57,7 +57,7 @@ def fit_anchors(predictor: Predictor, space: FeatureSpace, reference: np.ndarray
             if isinstance(exc.__cause__, CorralError):
                 raise exc.__cause__ from None
             raise
-        explainer.fit(reference, disc_perc=(25, 50, 75))
+        explainer.fit(reference, disc_perc=tuple(params.percentiles))
     return explainer
 
 

@@ -56,9 +56,23 @@ class CommonParams(_Strict):
 
 class AnchorsParams(CommonParams):
     threshold: float = Field(default=0.95, gt=0, le=1, description="precision the anchor must reach")
+    percentiles: list[float] = Field(
+        default=[25.0, 50.0, 75.0],
+        min_length=1,
+        max_length=20,
+        description="where numeric features are cut into the ranges predicates use; add tail cuts "
+        "(90, 99) when the explained class lives in the tails",
+    )
     beam_size: int = Field(default=1, ge=1, le=10)
     coverage_samples: int = Field(default=10_000, ge=100, le=100_000)
     batch_size: int = Field(default=100, ge=10, le=10_000, description="perturbed rows per predict call")
+
+    @field_validator("percentiles")
+    @classmethod
+    def _increasing(cls, value: list[float]) -> list[float]:
+        if any(not 0 < p < 100 for p in value) or sorted(set(value)) != value:
+            raise ValueError("percentiles must be increasing numbers between 0 and 100, e.g. [25, 50, 75, 90, 99]")
+        return value
 
 
 class KernelShapParams(CommonParams):

@@ -245,6 +245,30 @@ def test_time_budget_gives_503(why: Any, http: httpx.Client, admin_headers: dict
     assert "timeout_s" in reply.json()["error"]
 
 
+def test_a_running_explanation_reports_progress(why: Any, http: httpx.Client, admin_headers: dict[str, str]) -> None:
+    import threading
+
+    body = {
+        "method": "kernel_shap",
+        "reference": reference(seed=13),
+        "params": {"timeout_s": 8, "sample_size": 400, "nsamples": 2000},
+    }
+    replies: list[httpx.Response] = []
+    worker = threading.Thread(target=lambda: replies.append(http.post(EXPLAIN, json=body, headers=admin_headers)))
+    worker.start()
+    seen: list[dict[str, Any]] = []
+    while worker.is_alive():
+        running = http.get(f"{EXPLAIN}/progress", headers=admin_headers).json()
+        seen.extend(running)
+        time.sleep(0.3)
+    worker.join()
+    assert replies and replies[0].status_code in (200, 503), replies[0].text
+    calls = [job["predict_calls"] for job in seen if job["method"] == "kernel_shap"]
+    assert calls, "no progress report while the explanation ran"
+    assert calls[-1] > calls[0] and seen[-1]["budget_s"] == 8
+    assert {"job_id", "stage", "elapsed_s", "rows_predicted"} <= set(seen[-1])
+
+
 def test_explainer_scales_to_zero_and_back(why: Any, http: httpx.Client, admin_headers: dict[str, str]) -> None:
     from cluster.explanations import running_replicas
     from deployments.names import explainer_app_name
