@@ -70,7 +70,8 @@ class ExplainService:
         }
         handle = await self.explainer(workspace, name)
         job_id = uuid.uuid4().hex
-        response = handle.explain.remote(job_id, raw, reference, context)
+        forwarded = {k: v for k, v in raw.items() if k != "reference"}  # resolved into `reference` already
+        response = handle.explain.remote(job_id, forwarded, reference, context)
         try:
             result: dict[str, Any] = await asyncio.wait_for(response, timeout=budget_s + START_GRACE_S)
         except TimeoutError:

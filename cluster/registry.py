@@ -150,15 +150,7 @@ class Registry:
     def list_models(self, who: Principal, workspace: str) -> list[dict[str, Any]]:
         self.check_workspace(who, workspace, Role.viewer)
         with self.db.session() as s:
-            rows = s.scalars(
-                select(ModelVersion)
-                .where(ModelVersion.workspace == workspace)
-                .order_by(ModelVersion.name, ModelVersion.version)
-            )
-            latest: dict[str, dict[str, Any]] = {}
-            for row in rows:
-                latest[row.name] = _model_dict(row)
-            return list(latest.values())
+            return [_model_dict(row) for row in _latest_each(s, ModelVersion, workspace)]
 
     def model_versions(self, who: Principal, workspace: str, name: str) -> list[dict[str, Any]]:
         self.check_workspace(who, workspace, Role.viewer)
@@ -259,12 +251,7 @@ class Registry:
         """The latest version of each dataset, by name."""
         self.check_workspace(who, workspace, Role.viewer)
         with self.db.session() as s:
-            rows = s.scalars(
-                select(DatasetVersion)
-                .where(DatasetVersion.workspace == workspace)
-                .order_by(DatasetVersion.name, DatasetVersion.version)
-            )
-            return list({row.name: _dataset_dict(row, created_at=True) for row in rows}.values())
+            return [_dataset_dict(row, created_at=True) for row in _latest_each(s, DatasetVersion, workspace)]
 
     def dataset_versions(self, who: Principal, workspace: str, name: str) -> list[dict[str, Any]]:
         """Every version of dataset `name`, oldest first."""
@@ -474,6 +461,12 @@ def _versions(s: Session, table: type[V], workspace: str, name: str, version: in
     if version is not None:
         query = query.where(table.version == version)
     return list(s.scalars(query.order_by(table.version.desc())))
+
+
+def _latest_each(s: Session, table: type[V], workspace: str) -> list[V]:
+    """The newest version of every name in a workspace, by name."""
+    rows = s.scalars(select(table).where(table.workspace == workspace).order_by(table.name, table.version))
+    return list({row.name: row for row in rows}.values())
 
 
 def _latest(s: Session, table: type[V], workspace: str, name: str, version: int | None = None) -> V | None:

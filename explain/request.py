@@ -141,6 +141,11 @@ class ExplainRequest(_Strict):
             raise ValueError(f"unknown method {self.method!r}: use one of {', '.join(METHODS)}")
         if self.method == "anchors" and not self.instances:
             raise ValueError("anchors explains rows: send them as `instances` (pandas records)")
+        if self.method in ("ale", "pd") and self.instances:
+            raise ValueError(
+                f"{self.method} is global: it runs over the reference, so leave out `instances` "
+                '(send the rows as reference {"values": [...]} instead)'
+            )
         if self.instances is not None and len(self.instances) == 0:
             raise ValueError("`instances` is empty: send at least one row, or leave it out for a global method")
         if self.method == "permutation" and not self.labels:

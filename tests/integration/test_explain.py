@@ -57,7 +57,8 @@ def rows(n: int, seed: int) -> list[dict[str, float]]:
 @pytest.fixture(scope="module")
 def why(admin: Any, http: httpx.Client, admin_headers: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Pipeline `why`: variant `only_f3` (served) is a model of f3 alone; variant `dropper` (weight 0)
-    selects f0 and f3, dropping f1 and f2, before a model of f0 + f3."""
+    selects f0 and f3, dropping f1 and f2, before a model of f0 + f3; variant `coloured` (weight 0)
+    one-hot encodes a string column `colour` before a model of (colour == red) + f3."""
     tmp = Path(tmp_path_factory.mktemp("explain-models"))
     only_f3 = upload(admin, "only-f3", logit_model([0.0, 0.0, 0.0, 1.0], "only_f3"), tmp)
     f0_f3 = upload(admin, "f0-f3", logit_model([1.0, 1.0], "f0_f3"), tmp)
@@ -76,8 +77,19 @@ def why(admin: Any, http: httpx.Client, admin_headers: dict[str, str], tmp_path_
                     {"name": "model", "model": f0_f3, "columns": ["f0", "f3"], "resources": cheap},
                 ]
             },
+            "coloured": {
+                "steps": [
+                    {
+                        "name": "encode",
+                        "python": "pipelines.builtin:OneHot",
+                        "config": {"column": "colour", "categories": ["red", "green", "blue"]},
+                        "resources": cheap,
+                    },
+                    {"name": "model", "model": f0_f3, "columns": ["colour_red", "f3"], "resources": cheap},
+                ]
+            },
         },
-        "traffic": {"weights": {"only_f3": 100, "dropper": 0}},
+        "traffic": {"weights": {"only_f3": 100, "dropper": 0, "coloured": 0}},
     }
     pipeline = admin.pipeline("why", spec)
     pipeline.deploy()
@@ -164,6 +176,34 @@ def test_explanations_cover_pre_processing(why: Any, http: httpx.Client, admin_h
     assert result["meta"]["variant"] == "dropper"
 
 
+def test_a_categorical_input_through_a_one_hot_step(
+    why: Any, http: httpx.Client, admin_headers: dict[str, str]
+) -> None:
+    rng = np.random.default_rng(14)
+    coloured = [{**row, "colour": str(rng.choice(["red", "green", "blue"]))} for row in rows(200, seed=14)]
+    params = {"variant": "coloured", "features": ["colour", "f3"], "grid_resolution": 5}
+    pd_result = explain(http, admin_headers, {"method": "pd", "reference": {"values": coloured}, "params": params})
+    values, effects = pd_result["data"]["values"][0], pd_result["data"]["effects"][0]
+    assert sorted(values) == ["blue", "green", "red"]
+    by_colour = dict(zip(values, effects, strict=True))
+    assert by_colour["red"] > by_colour["blue"] + 0.1 and abs(by_colour["blue"] - by_colour["green"]) < 1e-6
+    assert pd_result["meta"]["categorical"] == {"colour": ["blue", "green", "red"]}
+
+    instance = {"f0": 0.0, "f1": 0.0, "f2": 0.0, "f3": -0.4, "colour": "red"}
+    body = {
+        "method": "kernel_shap",
+        "instances": [instance],
+        "reference": {"values": coloured},
+        "params": {"variant": "coloured"},
+    }
+    importance = {i["feature"]: i["importance"] for i in explain(http, admin_headers, body)["data"]["importances"]}
+    assert importance["colour"] > 0.05 and importance["f3"] > 0.01
+    assert importance["f0"] == importance["f1"] == importance["f2"] == 0.0
+    unseen = {**body, "instances": [{**instance, "colour": "purple"}]}
+    reply = http.post(EXPLAIN, json=unseen, headers=admin_headers)
+    assert reply.status_code == 422 and "purple" in reply.json()["error"]
+
+
 def test_reference_from_logged_inputs_and_explainer_calls_are_not_logged(
     why: Any, http: httpx.Client, admin_headers: dict[str, str]
 ) -> None:
@@ -232,6 +272,14 @@ def test_undeployed_and_unknown_pipelines_and_bad_json(
     reply = http.post(EXPLAIN, content=b"{not json", headers=admin_headers)
     assert reply.status_code == 400
     assert http.post(EXPLAIN, json=body).status_code == 401
+
+
+def test_viewers_may_explain(why: Any, admin: Any, http: httpx.Client) -> None:
+    viewer = {"authorization": f"Bearer {admin.create_token('viewer')}"}
+    body = {"method": "pd", "reference": reference(20), "params": {"features": ["f3"], "grid_resolution": 3}}
+    reply = http.post(EXPLAIN, json=body, headers=viewer)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["data"]["feature_names"] == ["f3"]
 
 
 def test_time_budget_gives_503(why: Any, http: httpx.Client, admin_headers: dict[str, str]) -> None:

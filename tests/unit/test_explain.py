@@ -443,6 +443,12 @@ ROW = {"f0": 0.1, "f1": 0.2, "f2": 0.3, "f3": 0.4, "colour": "red", "count": 3}
         pytest.param({"method": "ale", "reference": {"foo": 1}}, ['{"values": [records]}', "dataset"], id="ref-shape"),
         pytest.param({"method": "ale", "reference": {"values": []}}, ["reference"], id="ref-no-values"),
         pytest.param({"method": "ale", "bogus": 1}, ["bogus"], id="unknown-field"),
+        pytest.param({"method": "ale", "instances": [ROW]}, ["ale is global", "reference"], id="ale-with-rows"),
+        pytest.param(
+            {"method": "anchors", "instances": [ROW], "params": {"percentiles": [75, 25]}},
+            ["percentiles must be increasing"],
+            id="percentiles-unordered",
+        ),
     ],
 )
 def test_parse_request_says_what_is_wrong(body: Any, expected: list[str]) -> None:
