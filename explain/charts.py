@@ -146,7 +146,7 @@ def _kernel_shap(fig: Figure, data: Mapping[str, Any]) -> None:
     signed = [float(by_feature.get(label, 0.0)) for label in labels]
     predictions = data["predictions"]
     prediction = f", prediction {_num(predictions[0])}" if predictions else ""
-    right.set_title(f"SHAP values of the instance (expected value {expected}{prediction})", fontsize=10)
+    right.set_title(f"SHAP values of the instance\n(expected value {expected}{prediction})", fontsize=10)
     if not labels:
         _say(right, "no SHAP values")
         return
