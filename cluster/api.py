@@ -396,7 +396,7 @@ def build_api() -> FastAPI:
         body = await json_body(request, EXPLAIN_SHAPE)
         result = await svc.explanations.explain(who, w, p, body)
         if "image/png" in request.headers.get("accept", ""):
-            png = await asyncio.to_thread(Explanation.model_validate(result).chart_png)
+            png = await asyncio.to_thread(Explanation.model_validate(result).chart)
             return Response(png, media_type="image/png")
         return _json_response(result)
 

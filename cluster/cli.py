@@ -417,7 +417,7 @@ def explain(
     ),
     row: str = typer.Option(None, "--row", help="one row to explain, as JSON: '{\"amount\": 120, ...}'"),
     rows: Path = typer.Option(
-        None, "--rows", help="rows to explain (or, for permutation, to shuffle): .csv/.parquet/.json"
+        None, "--rows", help="rows to explain (or, for permutation, to shuffle): .csv/.parquet/.json/.arrow"
     ),
     labels: str = typer.Option(
         None, "--labels", help="permutation: true labels, a JSON list or a file with one per line"
@@ -437,7 +437,8 @@ def explain(
 ) -> None:
     """Explain pipeline NAME's predictions, treating the whole pipeline (pre-processing included) as a black box.
 
-    Local: `corral explain fraud -m anchors --row '{"amount": 900, "age": 22, "n_tx": 1}' --chart why.png`.
+    Local: `corral explain fraud -m anchors --row '{"amount": 900, "age": 22, "n_tx": 1, "hour": 3,
+    "merchant_risk": 0.9, "distance_km": 40}' --chart why.png` (a row has every input column).
     Global: `corral explain fraud -m kernel_shap --since 1d`, `-m ale --param features='["amount"]'`,
     `-m permutation --rows labelled.csv --labels labels.json`. The reference (background) data is the
     last day of logged inputs unless --since, --dataset or --reference says otherwise.
@@ -449,7 +450,9 @@ def explain(
     params = _run(explain_view.parse_params, param)
     if timeout is not None:
         params["timeout_s"] = timeout
-    instances = _run(explain_view.read_rows, row, rows)
+    if row and rows:
+        _fail(ValueError("give --row or --rows, not both"))
+    instances = _run(explain_view.parse_row, row) if row else _run(_read_input, rows) if rows else None
     reference: Any = None
     if sum(x is not None for x in (since, dataset, reference_file)) > 1:
         _fail(ValueError("choose one reference: --since, --dataset or --reference"))
@@ -458,7 +461,7 @@ def explain(
     elif dataset:
         reference = dataset
     elif reference_file:
-        reference = _run(explain_view.read_table, reference_file)
+        reference = _run(_read_input, reference_file)
     label_list = _run(_read_labels, labels) if labels else None
     pipeline = _client(workspace).pipeline(name)
     outcome: dict[str, Any] = {}

@@ -95,7 +95,7 @@ class Deployer:
         routed = False
         async with httpx.AsyncClient(timeout=5) as client:
             while time.monotonic() < deadline:
-                status = await asyncio.to_thread(_app_status, app)
+                status = await asyncio.to_thread(app_status, app)
                 if status is not None and status["status"] in ("DEPLOY_FAILED", "UNHEALTHY"):
                     detail = "; ".join(f"{k}: {v}" for k, v in status["deployments"].items())
                     raise InvalidInput(f"pipeline failed to start: {status['message']} {detail}"[:3000])
@@ -141,13 +141,13 @@ class Deployer:
             return "deploying"
         if not deployed:
             return "undeployed"
-        status = _app_status(app)
+        status = app_status(app)
         if status is None:
             return "not running"
         return {"RUNNING": "running", "DEPLOYING": "deploying"}.get(status["status"], status["status"].lower())
 
 
-def _app_status(app: str) -> dict[str, Any] | None:
+def app_status(app: str) -> dict[str, Any] | None:
     overview = serve.status().applications.get(app)
     if overview is None:
         return None

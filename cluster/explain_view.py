@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from rich.console import RenderableType
@@ -29,36 +28,15 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
-def read_rows(row: str | None, rows: Path | None) -> list[dict[str, Any]] | None:
-    """Instances from `--row '{json}'` (one record) or `--rows FILE` (.json records, .csv, .parquet)."""
-    if row and rows:
-        raise ValueError("give --row or --rows, not both")
-    if row:
-        try:
-            record = json.loads(row)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"--row is not JSON ({exc.msg}): quote it, e.g. --row '{{\"f1\": 0.5}}'") from None
-        if not isinstance(record, dict):
-            raise ValueError('--row takes one JSON object: {"column": value, ...}')
-        return [record]
-    if rows:
-        return read_table(rows)
-    return None
-
-
-def read_table(path: Path) -> list[dict[str, Any]]:
-    import pandas as pd
-
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        frame = pd.read_csv(path)
-    elif suffix == ".parquet":
-        frame = pd.read_parquet(path)
-    elif suffix == ".json":
-        frame = pd.read_json(path, orient="records")
-    else:
-        raise ValueError(f"{path}: use a .csv, .parquet or .json (records) file")
-    return json.loads(frame.to_json(orient="records"))  # type: ignore[no-any-return]
+def parse_row(row: str) -> dict[str, Any]:
+    """`--row '{json}'`: one record."""
+    try:
+        record = json.loads(row)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--row is not JSON ({exc.msg}): quote it, e.g. --row '{{\"f1\": 0.5}}'") from None
+    if not isinstance(record, dict):
+        raise ValueError('--row takes one JSON object: {"column": value, ...}')
+    return record
 
 
 def render(explanation: Explanation) -> list[RenderableType]:

@@ -19,6 +19,7 @@ from ray.serve.deployment import Deployment
 from ray.serve.handle import DeploymentHandle
 
 from cluster.auth import Principal
+from cluster.deployer import app_status
 from cluster.registry import Registry
 from cluster.settings import CorralSettings
 from cluster.store.tables import PipelineVersion
@@ -188,8 +189,8 @@ def _records(records: list[dict[str, Any]], what: str) -> pa.Table:
 
 
 def _app_state(app: str) -> str | None:
-    overview = serve.status().applications.get(app)
-    return None if overview is None else str(getattr(overview.status, "value", overview.status))
+    status = app_status(app)
+    return None if status is None else str(status["status"])
 
 
 def running_replicas(app: str) -> int:

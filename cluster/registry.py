@@ -213,16 +213,11 @@ class Registry:
         return code_packages.read_sources(filename, self.artifacts.get(sha256))
 
     # --- reference datasets -------------------------------------------------------------------
-    def upload_dataset(
-        self, who: Principal, workspace: str, name: str, data: bytes, content_type: str | None
-    ) -> dict[str, Any]:
-        """Store a tabular upload as a new version of dataset `name`: `{name, version, rows, columns, sha256}`."""
-        return self.put_dataset(who, workspace, name, data, content_type)[0]
-
     def put_dataset(
         self, who: Principal, workspace: str, name: str, data: bytes, content_type: str | None
     ) -> tuple[dict[str, Any], bool]:
-        """`upload_dataset`, and whether it made a new version (False: identical to the latest)."""
+        """Store a tabular upload as a new version of dataset `name`: `{name, version, rows, columns, sha256}`,
+        and whether it made a new version (False: identical to the latest, which is returned)."""
         self.check_workspace(who, workspace, Role.editor)
         try:
             check_name("dataset", name)

@@ -13,12 +13,14 @@ import pyarrow as pa
 
 from cluster.settings import CorralSettings
 from explain.explanation import Explanation
+from pipelines.codecs.arrow import FILE_TYPE, STREAM_TYPE
+from pipelines.datasets import CSV_TYPE, JSON_TYPE, PARQUET_TYPE
 
 if TYPE_CHECKING:
     import pandas as pd
 
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
-ARROW_FILE = "application/vnd.apache.arrow.file"
+ARROW_STREAM = STREAM_TYPE
+ARROW_FILE = FILE_TYPE
 
 
 class CorralAPIError(RuntimeError):
@@ -279,7 +281,7 @@ class Pipeline:
         """
         params: dict[str, Any] = {"limit": limit, **_range(start, end)}
         reply = self.client.request(
-            "GET", f"{self._path}/logs", params=params, headers={"accept": "application/vnd.apache.arrow.file"}
+            "GET", f"{self._path}/logs", params=params, headers={"accept": ARROW_FILE}
         )
         return pa.ipc.open_file(reply.content).read_all().to_pandas()
 
@@ -379,10 +381,10 @@ class Assay:
 
 
 DATASET_FILE_TYPES = {
-    ".parquet": "application/vnd.apache.parquet",
-    ".pq": "application/vnd.apache.parquet",
-    ".csv": "text/csv",
-    ".json": "application/json",
+    ".parquet": PARQUET_TYPE,
+    ".pq": PARQUET_TYPE,
+    ".csv": CSV_TYPE,
+    ".json": JSON_TYPE,
     ".arrow": ARROW_FILE,
     ".feather": ARROW_FILE,  # Feather v2 is the Arrow IPC file format
     ".ipc": ARROW_FILE,

@@ -46,8 +46,7 @@ class Explainer:
         reference description, budget) goes into `meta`. Domain errors come back as themselves."""
         request = parse_request(body)
         version, variant = int(context["version"]), str(context["variant"])
-        if self._only_version(version):
-            self.cache.keep_scope((version,))
+        self.cache.keep_scope((version,))  # fitted explainers of other pipeline versions are stale
         progress = Progress(request.method, float(context["budget_s"]))
         job_id = job_id or uuid.uuid4().hex
         with self.jobs_lock:
@@ -75,10 +74,6 @@ class Explainer:
                 self.jobs.pop(job_id, None)
         return {"meta": {"job_id": job_id, **context, **explanation.meta}, "data": explanation.data}
 
-    def _only_version(self, version: int) -> bool:
-        """True when the pipeline moved to another version: fitted explainers of older ones are stale."""
-        return any(key[0] != version for key in list(self.cache.entries))
-
     async def _predict(self, table: pa.Table, variant: str) -> pa.Table:
         try:
             result: pa.Table = await self.router.predict.remote(table, variant)
@@ -95,6 +90,3 @@ class Explainer:
         """The explanations running in this replica, with what they have done so far."""
         with self.jobs_lock:
             return [{"job_id": job_id, **p.report()} for job_id, p in self.jobs.items()]
-
-    async def stats(self) -> dict[str, Any]:
-        return {"cache": self.cache.stats(), "running": len(self.jobs)}

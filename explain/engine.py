@@ -33,6 +33,7 @@ from explain.request import (
     MIN_REFERENCE_ROWS,
     AleParams,
     AnchorsParams,
+    CommonParams,
     ExplainRequest,
     KernelShapParams,
     PdParams,
@@ -106,7 +107,7 @@ def explain(
     sampled = sample_rows(complete, params.reference_size, params.seed)
     space = FeatureSpace.of(sampled, complete)  # categories of every reference row, not only the sampled ones
     background = space.encode(sampled, "reference rows")
-    rows = _rows(request, space, complete)
+    rows = _rows(request, params, space, complete)
     progress.stage = "fitting"
 
     categories = tuple((i, tuple(c)) for i, c in space.category_map.items())
@@ -166,11 +167,10 @@ def _wants_labels(request: ExplainRequest, params: Any) -> bool:
     return False
 
 
-def _rows(request: ExplainRequest, space: FeatureSpace, complete: pa.Table) -> np.ndarray:
+def _rows(request: ExplainRequest, params: CommonParams, space: FeatureSpace, complete: pa.Table) -> np.ndarray:
     """The rows the method explains: the instances, else (global) the reference or a sample of it."""
     if request.instances:
         return space.encode(pa.Table.from_pylist(request.instances), "instances")
-    params = request.method_params()
     if isinstance(params, KernelShapParams):
         return space.encode(sample_rows(complete, params.sample_size, params.seed + 1), "reference rows")
     if isinstance(params, PermutationParams):

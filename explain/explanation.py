@@ -44,14 +44,11 @@ class Explanation(BaseModel):
         return [(item["feature"], float(item["importance"])) for item in self.data.get("importances", [])]
 
     def chart(self, path: str | Path | None = None) -> bytes:
-        """The PNG chart of `chart_png`, also written to `path` if given."""
-        png = self.chart_png()
+        """A PNG chart (importance bars, ALE/PD curves, or the anchor's rule with its precision),
+        also written to `path` if given."""
+        from explain.charts import explanation_chart
+
+        png = explanation_chart(self)
         if path is not None:
             Path(path).write_bytes(png)
         return png
-
-    def chart_png(self) -> bytes:
-        """A PNG chart: importance bars, ALE/PD curves, or the anchor's rule with its precision."""
-        from explain.charts import explanation_chart
-
-        return explanation_chart(self)

@@ -98,9 +98,6 @@ class FeatureSpace:
                 columns.append(pa.array(values.astype(type_.to_pandas_dtype()), type=type_))
         return pa.table(columns, names=self.names)
 
-    def describe(self, row: np.ndarray) -> dict[str, Any]:
-        """One encoded row as a record with the original values."""
-        return {k: v[0] for k, v in self.decode(row.reshape(1, -1)).to_pydict().items()}
 
 
 def _categorical(type_: pa.DataType) -> bool:

@@ -137,6 +137,8 @@ def test_cli_explain(workdir: Path) -> None:
     assert chart.read_bytes().startswith(b"\x89PNG")
     explanation = json.loads(saved.read_text())
     assert explanation["meta"]["method"] == "anchors" and explanation["data"]["precision"] >= 0.0
+    assert explanation["meta"]["reference"] == {"source": "dataset", "dataset": "cli-ref", "rows": 20}
+    assert isinstance(explanation["data"]["anchor"], list) and explanation["data"]["prediction"] in (0, 1)
     wrong = corral("explain", "cli-pipe", "-m", "lime", "--row", json.dumps(row), "--dataset", "cli-ref")
     assert wrong.returncode == 1 and "422" in wrong.stderr and "anchors" in wrong.stderr
     not_json = corral("explain", "cli-pipe", "-m", "anchors", "--row", "{amount: 3}")

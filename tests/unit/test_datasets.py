@@ -189,11 +189,11 @@ def test_upload_versions_like_models(registry: Registry) -> None:
     assert created and first["version"] == 1 and first["rows"] == 3
     assert set(first) == {"name", "version", "rows", "columns", "sha256"}
     # the same values in another format are the same version
-    again = registry.upload_dataset(ADMIN, "default", "ref", parquet_bytes(TABLE), None)
+    again = registry.put_dataset(ADMIN, "default", "ref", parquet_bytes(TABLE), None)[0]
     assert again == first
-    second = registry.upload_dataset(ADMIN, "default", "ref", csv_bytes(TABLE.slice(0, 2)), "text/csv")
+    second = registry.put_dataset(ADMIN, "default", "ref", csv_bytes(TABLE.slice(0, 2)), "text/csv")[0]
     assert second["version"] == 2 and second["rows"] == 2 and second["sha256"] != first["sha256"]
-    registry.upload_dataset(ADMIN, "default", "other", b'[{"x": 1}]', "application/json")
+    registry.put_dataset(ADMIN, "default", "other", b'[{"x": 1}]', "application/json")[0]
 
     listed = registry.list_datasets(ADMIN, "default")
     assert [(d["name"], d["version"]) for d in listed] == [("other", 1), ("ref", 2)]
@@ -211,15 +211,15 @@ def test_bad_uploads_store_nothing(registry: Registry) -> None:
         ("Bad Name", csv_bytes(TABLE), "text/csv"),
     ):
         with pytest.raises((BadPayload, InvalidInput, UnsupportedMediaType)):
-            registry.upload_dataset(ADMIN, "default", name, body, content_type)
+            registry.put_dataset(ADMIN, "default", name, body, content_type)[0]
     assert registry.list_datasets(ADMIN, "default") == [] and artifact_count(registry) == 0
 
 
 def test_roles(registry: Registry) -> None:
-    registry.upload_dataset(ADMIN, "default", "ref", csv_bytes(TABLE), "text/csv")
+    registry.put_dataset(ADMIN, "default", "ref", csv_bytes(TABLE), "text/csv")[0]
     viewer = Principal(Role.viewer, "default")
     with pytest.raises(Forbidden, match="editor"):
-        registry.upload_dataset(viewer, "default", "ref", csv_bytes(TABLE), "text/csv")
+        registry.put_dataset(viewer, "default", "ref", csv_bytes(TABLE), "text/csv")[0]
     assert registry.list_datasets(viewer, "default")[0]["name"] == "ref"
     registry.create_workspace(ADMIN, "other")
     with pytest.raises(NotFound):
@@ -231,7 +231,7 @@ def test_missing_datasets_say_how_to_upload(registry: Registry) -> None:
         registry.dataset_versions(ADMIN, "default", "ref")
     with pytest.raises(InvalidInput, match="corral datasets upload ref FILE"):
         registry.load_dataset("default", "ref")
-    registry.upload_dataset(ADMIN, "default", "ref", csv_bytes(TABLE), "text/csv")
+    registry.put_dataset(ADMIN, "default", "ref", csv_bytes(TABLE), "text/csv")[0]
     with pytest.raises(InvalidInput, match="name:version"):
         registry.load_dataset("default", "ref:2")
     with pytest.raises(InvalidInput, match="positive integer"):
