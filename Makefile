@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy corral cluster deployments pipelines explain monitoring
+	$(BIN)/mypy corral cluster deployments pipelines explain monitoring serving
 	$(BIN)/pytest -x --timeout 600 -q tests/unit tests/integration tests/e2e
 
 test-unit: $(STAMP)
@@ -29,7 +29,7 @@ test-unit: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy corral cluster deployments pipelines explain monitoring
+	$(BIN)/mypy corral cluster deployments pipelines explain monitoring serving
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.core

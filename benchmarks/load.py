@@ -5,7 +5,8 @@ blocking socket speaking just enough HTTP/1.1 (Content-Length or chunked replies
 the peer at c=1 on this 2-core machine it costs 3-4x less client CPU per request than `http.client`
 and over 10x less than `httpx`, so the client is not what gets measured (benchmarks.echo gives the
 generator's own ceiling). A worker with one connection loops send/recv; with several it waits on
-epoll. Only 127.0.0.1 is ever targeted.
+epoll. Only 127.0.0.1 is ever targeted. Workers report their own CPU time (`client_cpu_s`), since
+on a small machine the client competes with the server for the same cores.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import math
 import multiprocessing as mp
 import multiprocessing.connection as mp_connection
 import os
+import resource
 import select
 import socket
 import struct
+import sys
 import threading
 import time
 from array import array
@@ -72,6 +75,7 @@ class LoadResult:
     p99_ms: float
     mean_ms: float
     first_error: str | None = None
+    client_cpu_s: float | None = None  # CPU seconds the load generator itself used
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -272,6 +276,11 @@ class _Worker:
         poller.close()
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _worker_main(
     target: Target, n_conns: int, count: int | None, seconds: float, timeout: float, barrier: Any, out: Any
 ) -> None:
@@ -286,7 +295,9 @@ def _worker_main(
     except threading.BrokenBarrierError:
         out.send({"error": "another load worker failed to start"})
         return
+    cpu_start = _cpu_seconds()  # from here on: the load itself, not the worker's start-up
     start, end = worker.run(seconds)
+    cpu_s = _cpu_seconds() - cpu_start
     for conn in worker.conns:
         conn.close()
     out.send(
@@ -296,6 +307,7 @@ def _worker_main(
             "errors": worker.errors,
             "first_error": worker.first_error,
             "latencies": worker.latencies.tobytes(),
+            "cpu_s": cpu_s,
         }
     )
 
@@ -308,8 +320,12 @@ def run(
     count: int | None = None,
     processes: int | None = None,
     timeout: float = 10.0,
+    start_method: str | None = None,
 ) -> LoadResult:
-    """Keep `concurrency` requests in flight until `seconds` pass or `count` requests are sent."""
+    """Keep `concurrency` requests in flight until `seconds` pass or `count` requests are sent.
+
+    `start_method` of the worker processes: by default "fork", or "forkserver" in a Ray driver.
+    """
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     if seconds is None and count is None:
@@ -325,7 +341,7 @@ def run(
         counts = [count * c // concurrency for c in conns]
         counts[0] = (counts[0] or 0) + count - sum(c or 0 for c in counts)
 
-    ctx = mp.get_context("fork")  # children only use the socket module: cheap and safe to fork
+    ctx = _context(start_method)
     barrier = ctx.Barrier(n_proc + 1)
     pipes = [ctx.Pipe(duplex=False) for _ in range(n_proc)]
     procs = [
@@ -355,6 +371,20 @@ def run(
     return _summarise(reports, concurrency, n_proc, target.rows)
 
 
+def _context(start_method: str | None) -> Any:
+    """Children only use the socket module, so forking is cheap and safe, unless this process is a
+    Ray driver: its gRPC and core-worker threads may hold locks at fork time that the child would
+    then wait on forever. A fork server is a fresh interpreter started by fork+exec, and forks of it
+    hold no such threads."""
+    if start_method is None:
+        ray = sys.modules.get("ray")
+        start_method = "forkserver" if ray is not None and ray.is_initialized() else "fork"
+    ctx = mp.get_context(start_method)
+    if start_method == "forkserver":
+        ctx.set_forkserver_preload([__name__])  # import this module once in the server, not per worker
+    return ctx
+
+
 def _report(reader: Any, proc: Any, wait_s: float) -> dict[str, Any]:
     """The worker's report, or an error if it died or hung instead of sending one."""
     ready = mp_connection.wait([reader, proc.sentinel], timeout=wait_s)
@@ -382,4 +412,5 @@ def _summarise(reports: list[dict[str, Any]], concurrency: int, n_proc: int, row
         p99_ms=float(pct[1]),
         mean_ms=float(ms.mean()) if ok else math.nan,
         first_error=errors[0] if errors else None,
+        client_cpu_s=round(sum(r["cpu_s"] for r in reports), 3),
     )

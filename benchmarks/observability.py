@@ -25,12 +25,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from deployments.log_buffer import LogBuffer
 from monitoring.assay_spec import AssaySpec
 from monitoring.assays import bin_edges, bin_fractions, run_windows, score, window_bounds
 from monitoring.log_schema import inference_rows, with_anomalies
 from monitoring.log_store import INFERENCES, LogStore
 from pipelines.rules import flag_rows, parse_rules
+from serving.log_buffer import LogBuffer
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 

@@ -19,7 +19,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cluster.auth import Principal, Role
 from cluster.service import ControlService, current_service
-from deployments.errors import error_response
 from explain.explanation import Explanation
 from monitoring.log_store import rows_as_json
 from monitoring.time_range import time_range
@@ -34,6 +33,7 @@ from pipelines.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from serving.errors import error_response
 
 API = "/api/v1"
 ARROW_FILE = "application/vnd.apache.arrow.file"

@@ -1,4 +1,5 @@
-"""Pipeline spec -> Ray Serve application: one router plus one deployment per step of each variant."""
+"""Pipeline spec -> Ray Serve application: a router running the inline segments, plus one
+deployment per `own` step (see pipelines.placement)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ import orjson
 from ray.serve.deployment import Application, Deployment
 
 from cluster import code_packages
+from cluster.store.artifacts import ArtifactStore
 from deployments.names import ROUTER_DEPLOYMENT, step_deployment_name
 from deployments.router import PipelineRouter
 from deployments.step import StepDeployment
+from pipelines.errors import InvalidInput
+from pipelines.live_config import RouterConfig, StepConfig
+from pipelines.placement import inline_steps, router_resources, router_scaling, segments
 from pipelines.spec import Autoscaling, PipelineSpec, StepSpec, TrafficSpec
 
 
@@ -60,15 +65,31 @@ def scaling_options_of(scaling: Autoscaling) -> dict[str, Any]:
 
 
 def router_config(
-    version: int, traffic: TrafficSpec, probe: str, metadata: dict[str, Any], validations: dict[str, str]
+    version: int,
+    traffic: TrafficSpec,
+    probe: str,
+    metadata: dict[str, Any],
+    validations: dict[str, str],
+    models: dict[str, str],
 ) -> dict[str, Any]:
+    """The router's `user_config` (pipelines.live_config.RouterConfig) as the JSON Serve carries."""
+    return RouterConfig(
+        version=version,
+        validations=validations,
+        config_id=secrets.token_hex(8),  # tells the deployer when this exact config is live
+        traffic=traffic,
+        probe_hash=hashlib.sha256(probe.encode()).hexdigest(),
+        metadata=metadata,
+        models=models,
+    ).model_dump(mode="json")
+
+
+def inline_models(spec: PipelineSpec, resolved: dict[str, Any]) -> dict[str, str]:
+    """sha256 of the model of every inline model step, by '<variant>.<step>' (the router loads them)."""
     return {
-        "version": version,
-        "validations": validations,
-        "config_id": secrets.token_hex(8),  # tells the deployer when this exact config is live
-        "traffic": traffic.model_dump(mode="json"),
-        "probe_hash": hashlib.sha256(probe.encode()).hexdigest(),
-        "metadata": metadata,
+        step_deployment_name(variant, step.name): resolved[step_deployment_name(variant, step.name)]["sha256"]
+        for variant, step in inline_steps(spec)
+        if step.model is not None
     }
 
 
@@ -84,42 +105,106 @@ def build_app(
     code_sources: Any,
     max_payload_bytes: int,
 ) -> Application:
-    """`code_sources(sha256, filename)` returns an upload's sources; they are laid out under code_dir."""
-    chains: dict[str, list[Application]] = {}
+    """The pipeline's Serve application: the router runs every inline segment, each `own` step is a
+    deployment of its own. `code_sources(sha256, filename)` returns an upload's sources; they are
+    laid out under code_dir and shipped to the replicas that import them."""
+    fetch = ArtifactStore(storage_uri).get
+    code = _CodeModules(resolved, code_dir, code_sources)
+    chains: dict[str, list[dict[str, list[Any]]]] = {}
+    inline_specs: list[Any] = []
     for variant, vspec in spec.variants.items():
-        chain = []
-        for step in vspec.steps:
-            key = step_deployment_name(variant, step.name)
-            pinned = resolved.get(key, {})
-            py_modules = None
-            if step.code is not None:
-                sha = pinned["sha256"]
-                py_modules = code_packages.materialize(code_sources(sha, pinned["filename"]), code_dir / sha)
-            # The model travels in user_config: swapping it reconfigures replicas instead of replacing them.
-            step_args = (step.model_dump(mode="json"), storage_uri)
-            deployment = cast(Deployment, StepDeployment).options(
-                name=key,
-                version=code_version(
-                    step.model_dump(mode="json", exclude={"model"}), storage_uri, step.code and pinned
-                ),
-                _internal=True,
-                max_constructor_retry_count=2,  # a step that cannot start fails the deploy fast
-                ray_actor_options=actor_options(step, py_modules),
-                user_config={"model_sha256": pinned.get("sha256") if step.model is not None else None},
-                **scaling_options(step),
-            )
-            chain.append(deployment.bind(*step_args))
-        chains[variant] = chain
-    router_args = (workspace, pipeline, sorted((v, [s.name for s in vs.steps]) for v, vs in spec.variants.items()))
+        plans: list[dict[str, list[Any]]] = []
+        for segment in segments(vspec.steps):
+            if segment.inline:
+                specs = [step.model_dump(mode="json") for step in segment.steps]
+                for step in segment.steps:
+                    code.add_inline(variant, step)
+                inline_specs.append((variant, [code_version_of(spec_, storage_uri) for spec_ in specs]))
+                plans.append({"inline": specs})
+            else:
+                own = [_own_step(variant, step, resolved, storage_uri, fetch, code) for step in segment.steps]
+                plans.append({"own": own})
+        chains[variant] = plans
+    resources = router_resources(spec)
+    options: dict[str, Any] = {"num_cpus": resources.num_cpus}
+    if resources.memory:
+        options["memory"] = resources.memory
+    if code.inline_paths:
+        options["runtime_env"] = {"py_modules": upload_modules(code.inline_paths)}
     router = cast(Deployment, PipelineRouter).options(
         name=ROUTER_DEPLOYMENT,
-        version=code_version((router_args, max_payload_bytes)),
+        version=code_version(
+            (workspace, pipeline, sorted(chains), inline_specs, code.inline_pins, max_payload_bytes, storage_uri)
+        ),
         _internal=True,
-        ray_actor_options={"num_cpus": spec.router.num_cpus},
+        max_constructor_retry_count=2,  # a router whose inline steps cannot start fails the deploy fast
+        ray_actor_options=options,
         user_config=router_user_config,
-        **scaling_options_of(spec.router.autoscaling),
+        **scaling_options_of(router_scaling(spec)),
     )
-    return router.bind(workspace, pipeline, chains, max_payload_bytes)
+    return router.bind(workspace, pipeline, chains, max_payload_bytes, fetch)
+
+
+def code_version_of(step: dict[str, Any], storage_uri: str) -> dict[str, Any]:
+    """What of an inline step restarts the router when it changes: all but its model (hot-swapped)."""
+    return {**{k: v for k, v in step.items() if k != "model"}, "storage": storage_uri}
+
+
+def _own_step(
+    variant: str, step: StepSpec, resolved: dict[str, Any], storage_uri: str, fetch: Any, code: _CodeModules
+) -> Application:
+    key = step_deployment_name(variant, step.name)
+    pinned = resolved.get(key, {})
+    # The model travels in user_config: swapping it reconfigures replicas instead of replacing them.
+    deployment = cast(Deployment, StepDeployment).options(
+        name=key,
+        version=code_version(step.model_dump(mode="json", exclude={"model"}), storage_uri, step.code and pinned),
+        _internal=True,
+        max_constructor_retry_count=2,  # a step that cannot start fails the deploy fast
+        ray_actor_options=actor_options(step, code.own_paths(variant, step)),
+        user_config=StepConfig(model_sha256=pinned.get("sha256") if step.model is not None else None).model_dump(),
+        **scaling_options(step),
+    )
+    return deployment.bind(step.model_dump(mode="json"), fetch)
+
+
+class _CodeModules:
+    """Uploaded step code laid out on disk: per `own` step, and all of the router's inline steps."""
+
+    def __init__(self, resolved: dict[str, Any], code_dir: Path, code_sources: Any) -> None:
+        self.resolved = resolved
+        self.code_dir = code_dir
+        self.code_sources = code_sources
+        self.inline_paths: list[str] = []
+        self.inline_pins: list[tuple[str, str]] = []
+        self.modules: dict[str, str] = {}  # top-level module -> the upload (sha) that brings it inline
+
+    def _paths(self, variant: str, step: StepSpec) -> tuple[str, list[str]]:
+        pinned = self.resolved[step_deployment_name(variant, step.name)]
+        sha = pinned["sha256"]
+        return sha, code_packages.materialize(self.code_sources(sha, pinned["filename"]), self.code_dir / sha)
+
+    def own_paths(self, variant: str, step: StepSpec) -> list[str] | None:
+        return self._paths(variant, step)[1] if step.code is not None else None
+
+    def add_inline(self, variant: str, step: StepSpec) -> None:
+        if step.code is None:
+            return
+        sha, paths = self._paths(variant, step)
+        if (step.code, sha) in self.inline_pins:
+            return
+        for path in paths:
+            module = Path(path).name.removesuffix(".py")
+            other = self.modules.get(module)
+            if other is not None and other != sha:
+                raise InvalidInput(
+                    f"step {variant}.{step.name} runs inline with code {step.code!r}, whose module {module!r} "
+                    "another inline step imports from other code: one router process cannot import both. "
+                    f"Set placement: own on step {step.name!r} (or use one version of the code everywhere)"
+                )
+            self.modules[module] = sha
+        self.inline_paths.extend(paths)
+        self.inline_pins.append((step.code, sha))
 
 
 def code_version(*parts: Any) -> str:

@@ -11,13 +11,14 @@ from typing import Any
 import httpx
 from ray import serve
 
-from cluster.app_builder import build_app, router_config
+from cluster.app_builder import build_app, inline_models, router_config
 from cluster.registry import Registry
 from cluster.settings import CorralSettings
 from cluster.store.tables import PipelineVersion
-from deployments.names import PROBE_HEADER, app_name, route_prefix
+from deployments.names import app_name, route_prefix
 from pipelines.errors import InvalidInput, NotReady
 from pipelines.spec import PipelineSpec, TrafficSpec
+from serving.http import PROBE_HEADER
 
 log = logging.getLogger("corral.deployer")
 POLL_S = 0.25
@@ -63,7 +64,8 @@ class Deployer:
     ) -> None:
         app = app_name(workspace, name)
         metadata = await asyncio.to_thread(self._metadata, workspace, name, pv, spec)
-        user_config = router_config(pv.version, traffic, self.probe, metadata, spec.validations)
+        models = inline_models(spec, pv.resolved)
+        user_config = router_config(pv.version, traffic, self.probe, metadata, spec.validations, models)
         application = build_app(
             workspace=workspace,
             pipeline=name,

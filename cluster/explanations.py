@@ -22,15 +22,16 @@ from cluster.auth import Principal
 from cluster.deployer import app_status
 from cluster.registry import Registry
 from cluster.settings import CorralSettings
+from cluster.store.artifacts import ArtifactStore
 from cluster.store.tables import PipelineVersion
-from deployments.errors import as_domain_error
-from deployments.names import EXPLAINER_DEPLOYMENT, explainer_app_name
+from deployments.names import EXPLAINER_DEPLOYMENT, explainer_app_name, step_deployment_name
 from explain.request import DatasetReference, ExplainRequest, ValuesReference, WindowReference, parse_request
 from monitoring.log_schema import IN
 from monitoring.log_store import LogStore
 from monitoring.time_range import time_range
 from pipelines.errors import BudgetExceeded, InvalidInput, NotReady
 from pipelines.spec import PipelineSpec, TrafficSpec
+from serving.errors import as_domain_error
 
 log = logging.getLogger("corral.explain")
 MAX_LOGGED_REFERENCE_ROWS = 10_000
@@ -72,7 +73,15 @@ class ExplainService:
         handle = await self.explainer(workspace, name)
         job_id = uuid.uuid4().hex
         forwarded = {k: v for k, v in raw.items() if k != "reference"}  # resolved into `reference` already
-        response = handle.explain.remote(job_id, forwarded, reference, context)
+        plan = {
+            "steps": [step.model_dump(mode="json") for step in spec.variants[variant].steps],
+            "models": {
+                step.name: pv.resolved[step_deployment_name(variant, step.name)]["sha256"]
+                for step in spec.variants[variant].steps
+                if step.model is not None
+            },
+        }
+        response = handle.explain.remote(job_id, forwarded, reference, context, plan)
         try:
             result: dict[str, Any] = await asyncio.wait_for(response, timeout=budget_s + START_GRACE_S)
         except TimeoutError:
@@ -134,7 +143,8 @@ class ExplainService:
             },
         )
         log.info("starting the explainer of %s/%s (scales to zero after %.0f s idle)", workspace, name, idle_s)
-        serve.run(deployment.bind(workspace, name), name=app, route_prefix=None, blocking=False)
+        fetch = ArtifactStore(self.settings.artifacts_uri).get  # the explainer loads the steps' models itself
+        serve.run(deployment.bind(workspace, name, fetch), name=app, route_prefix=None, blocking=False)
 
     async def _wait_running(self, app: str) -> None:
         deadline = time.monotonic() + self.settings.deploy_timeout_s

@@ -9,7 +9,6 @@ ASSAYS_APP = "corral-assays"
 ASSAY_SCHEDULER_DEPLOYMENT = "AssayScheduler"
 EXPLAINER_DEPLOYMENT = "Explainer"
 SYSTEM_APPS = (CONTROL_APP, LOGS_APP, ASSAYS_APP)
-PROBE_HEADER = "x-corral-probe"
 
 
 def app_name(workspace: str, pipeline: str) -> str:

@@ -1,67 +1,97 @@
-"""The pipeline's ingress: authenticates, decodes, picks a variant, runs its chain, encodes the reply."""
+"""The pipeline's ingress deployment: a thin Serve shell around serving.DataPlane and HttpEdge.
+
+It holds what needs Ray: the handles of `own` steps, the control app (token checks), the log
+sink, Prometheus metrics, and the inline steps' models, loaded and hot-swapped in reconfigure().
+"""
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import logging
-import time
-import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-import pandas as pd
 import pyarrow as pa
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import Response
 
-from deployments.errors import as_domain_error, error_parts
-from deployments.log_buffer import LogBuffer
 from deployments.metrics import metric
-from deployments.names import (
-    CONTROL_APP,
-    CONTROL_DEPLOYMENT,
-    LOG_SINK_DEPLOYMENT,
-    LOGS_APP,
-    PROBE_HEADER,
-    route_prefix,
-)
-from deployments.shadows import ShadowOutcome, ShadowRunner
-from monitoring.log_schema import inference_rows, shadow_rows
+from deployments.names import CONTROL_APP, CONTROL_DEPLOYMENT, LOG_SINK_DEPLOYMENT, LOGS_APP, route_prefix
+from deployments.remote_segment import RemoteSegment
+from monitoring.log_schema import InferenceRecord, inference_table, shadow_rows
 from monitoring.log_store import INFERENCES, SHADOWS
-from monitoring.metrics import (
-    LOG_ROWS_DROPPED,
-    REQUEST_LATENCY,
-    REQUESTS,
-    ROWS,
-    SHADOW_CALLS,
-)
-from pipelines.codecs import decode_request, encode_response
-from pipelines.errors import CorralError, InvalidInput, NotFound, PayloadTooLarge
+from monitoring.metrics import LOG_ROWS_DROPPED, REQUEST_LATENCY, REQUESTS, ROWS, SHADOW_CALLS, STEP_LATENCY
+from pipelines.errors import InvalidInput, NotReady
+from pipelines.live_config import RouterConfig
+from pipelines.loading import FetchArtifact, load_step
 from pipelines.rules import parse_rules
-from pipelines.spec import TrafficSpec
-from pipelines.traffic import TrafficPolicy
+from pipelines.spec import StepSpec
+from pipelines.step import Step
+from serving.auth import AuthCache
+from serving.dataplane import DataPlane
+from serving.errors import as_domain_error
+from serving.http import HttpEdge
+from serving.log_buffer import LogBuffer, concat_tables
+from serving.segments import CoalescingSegment, InlineSegment, Segment
+from serving.shadows import ShadowOutcome
 
 log = logging.getLogger("corral.router")
 
-AUTH_TTL_S = 30.0
-DENIED_TTL_S = 2.0
+# One segment of a variant as the app builder binds it: {"inline": [step spec dicts]} or
+# {"own": [bound step deployments]} (Serve turns those into handles before __init__).
+SegmentPlan = dict[str, list[Any]]
 
 
-class RouterConfig:
-    """The router's live settings, delivered as Serve `user_config` (changes need no restart)."""
+class _Unloaded:
+    """Stands for an inline model step until reconfigure() has loaded its model."""
 
-    def __init__(self, raw: dict[str, Any]) -> None:
-        self.version = int(raw["version"])
-        self.config_id: str = raw.get("config_id", "")
-        self.traffic = TrafficSpec.model_validate(raw["traffic"])
-        self.policy = TrafficPolicy.compile(self.traffic)
-        self.probe_hash: str = raw.get("probe_hash", "")
-        self.metadata: dict[str, Any] = raw.get("metadata", {})
-        self.validations: dict[str, str] = raw.get("validations", {})
-        parse_rules(self.validations)  # a config with a broken validation fails here, not per request
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        raise NotReady(f"model step {self.name!r} is still loading its model: retry shortly")
+
+
+class _Telemetry:
+    """Prometheus metrics with label dicts made once per variant, not per request."""
+
+    def __init__(self, workspace: str, pipeline: str) -> None:
+        self.tags = {"workspace": workspace, "pipeline": pipeline}
+        self.by_variant: dict[str, dict[str, str]] = {}
+        self.by_status: dict[tuple[int, str], dict[str, str]] = {}
+
+    def variant_tags(self, variant: str) -> dict[str, str]:
+        tags = self.by_variant.get(variant)
+        if tags is None:
+            tags = self.by_variant[variant] = {**self.tags, "variant": variant}
+        return tags
+
+    def served(self, variant: str, rows: int, latency_ms: float) -> None:
+        tags = self.variant_tags(variant)
+        metric(ROWS).inc(rows, tags)
+        metric(REQUEST_LATENCY).observe(latency_ms, tags)
+
+    def step_observer(self, variant: str) -> Callable[[str, float], None]:
+        """Records inline steps' latencies under the labels a step deployment would use."""
+        by_step: dict[str, dict[str, str]] = {}
+        histogram = metric(STEP_LATENCY)
+
+        def observe(step: str, ms: float) -> None:
+            tags = by_step.get(step)
+            if tags is None:
+                tags = by_step[step] = {**self.variant_tags(variant), "step": step}
+            histogram.observe(ms, tags)
+
+        return observe
+
+    def count_request(self, status: int, variant: str) -> None:
+        tags = self.by_status.get((status, variant))
+        if tags is None:
+            tags = self.by_status[(status, variant)] = {**self.tags, "variant": variant, "status": str(status)}
+        metric(REQUESTS).inc(1, tags)
 
 
 @serve.deployment(max_ongoing_requests=1000)
@@ -69,54 +99,94 @@ class PipelineRouter:
     """Ingress deployment of one pipeline application (HTTP and Python handle callers)."""
 
     def __init__(
-        self, workspace: str, pipeline: str, chains: dict[str, list[DeploymentHandle]], max_payload_bytes: int
+        self,
+        workspace: str,
+        pipeline: str,
+        chains: dict[str, list[SegmentPlan]],
+        max_payload_bytes: int,
+        fetch_artifact: FetchArtifact,
     ) -> None:
         self.workspace = workspace
         self.pipeline = pipeline
-        self.prefix = route_prefix(workspace, pipeline)
-        self.chains = chains
-        self.max_payload_bytes = max_payload_bytes
-        self.control = serve.get_deployment_handle(CONTROL_DEPLOYMENT, app_name=CONTROL_APP)
-        self.auth_cache: dict[str, tuple[float, CorralError | None]] = {}
-        self.config: RouterConfig | None = None
-        self.shadows = ShadowRunner(self._run_chain)
-        self.sink = serve.get_deployment_handle(LOG_SINK_DEPLOYMENT, app_name=LOGS_APP)
-        self.tags = {"workspace": workspace, "pipeline": pipeline}
-        self.logs = LogBuffer(self._send_logs, on_drop=self._count_dropped_logs)
+        self.fetch_artifact = fetch_artifact
+        self.telemetry = _Telemetry(workspace, pipeline)
+        # Inline model steps by "<variant>.<step>": their segment, spec and the model loaded now.
+        self.inline_models: dict[str, tuple[InlineSegment, StepSpec]] = {}
+        self.model_shas: dict[str, str] = {}
+        self.plane = DataPlane(
+            pipeline,
+            {variant: [self._segment(variant, plan) for plan in plans] for variant, plans in chains.items()},
+            log=self._log_inference,
+            telemetry=self.telemetry,
+        )
+        self.plane.shadows.listeners.append(self._log_shadow)
+        control = serve.get_deployment_handle(CONTROL_DEPLOYMENT, app_name=CONTROL_APP)
+
+        async def verify(token_hash: str) -> None:
+            try:
+                await control.verify_access.remote(token_hash, workspace, pipeline)
+            except Exception as exc:
+                raise as_domain_error(exc) from exc
+
+        self.edge = HttpEdge(
+            self.plane,
+            AuthCache(verify),
+            prefix=route_prefix(workspace, pipeline),
+            max_payload_bytes=max_payload_bytes,
+            count_request=self.telemetry.count_request,
+        )
+        self.sink: DeploymentHandle = serve.get_deployment_handle(LOG_SINK_DEPLOYMENT, app_name=LOGS_APP)
+        self.logs = LogBuffer(self._send_logs, on_drop=self._count_dropped_logs, build=_build_log_rows)
         # Validations are evaluated by the sink, a batch at a time (640 us per single-row request here):
         # rows are queued under "<kind>:<pipeline version>" so each batch goes with its version's rules.
         self.validations_of: dict[str, dict[str, str]] = {}
-        self.shadows.listeners.append(self._log_shadow)
 
-    def _count_dropped_logs(self, rows: int) -> None:
-        metric(LOG_ROWS_DROPPED).inc(rows, self.tags)
+    def _segment(self, variant: str, plan: SegmentPlan) -> Segment:
+        if "own" in plan:
+            # Up to one batch per step in flight, so every step of the chain has work under load.
+            return CoalescingSegment(RemoteSegment(plan["own"]), max_in_flight=len(plan["own"]) + 1)
+        specs = [StepSpec.model_validate(raw) for raw in plan["inline"]]
+        steps: list[tuple[str, Step]] = [
+            (spec.name, _Unloaded(spec.name) if spec.model is not None else load_step(spec)) for spec in specs
+        ]
+        segment = InlineSegment(steps, observe=self.telemetry.step_observer(variant))
+        for spec in specs:
+            if spec.model is not None:
+                self.inline_models[f"{variant}.{spec.name}"] = (segment, spec)
+        return segment
 
-    async def _send_logs(self, key: str, rows: pa.Table) -> None:
-        kind = key.partition(":")[0]
-        validations = self.validations_of.get(key, {})
-        await self.sink.append.remote(kind, self.workspace, self.pipeline, rows, validations)
+    async def reconfigure(self, raw: dict[str, Any]) -> None:
+        """A new live config: traffic and version at once; inline models that changed are loaded and
+        warmed beside the old ones first, then swapped in (requests in flight finish on the old one)."""
+        config = RouterConfig.model_validate(raw)
+        parse_rules(config.validations)  # a config with a broken validation fails here, not per request
+        missing = sorted(set(self.inline_models) - set(config.models))
+        if missing:
+            raise ValueError(f"router config has no model for inline steps {missing}")
+        changed = {
+            key: sha
+            for key, sha in config.models.items()
+            if key in self.inline_models and self.model_shas.get(key) != sha
+        }
+        loaded = await asyncio.gather(*(asyncio.to_thread(self._load_model, k, sha) for k, sha in changed.items()))
+        self.plane.apply(config)  # validates the traffic before anything is swapped
+        for (key, sha), step in zip(changed.items(), loaded, strict=True):
+            segment, spec = self.inline_models[key]
+            segment.replace(spec.name, step)
+            if key in self.model_shas:
+                log.info("inline step %s swapped model %s -> %s", key, self.model_shas[key][:12], sha[:12])
+            self.model_shas[key] = sha
 
-    async def __del__(self) -> None:
-        """Serve calls this on graceful shutdown (undeploy, `corral down`): nothing logged is lost."""
-        await self.shadows.drain(timeout_s=5.0)
-        await self.logs.flush()
-
-    def reconfigure(self, raw: dict[str, Any]) -> None:
-        config = RouterConfig(raw)
-        unknown = set(config.policy.variants) | set(config.traffic.shadows)
-        if not unknown <= set(self.chains):
-            raise ValueError(f"traffic names variants {sorted(unknown - set(self.chains))} this app does not have")
-        self.config = config
+    def _load_model(self, key: str, sha256: str) -> Step:
+        return load_step(self.inline_models[key][1], self.fetch_artifact, sha256)
 
     # --- HTTP -----------------------------------------------------------------------------------
     async def __call__(self, request: Request) -> Response:
         headers = {k.lower(): v for k, v in request.headers.items()}
-        length = headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.max_payload_bytes:
-            status, reply_headers, payload = error_parts(self._too_large(int(length)))
-        else:
-            body = await request.body()
-            status, reply_headers, payload = await self.handle_http(request.method, request.url.path, headers, body)
+        reply = self.edge.refuse_early(headers)
+        if reply is None:
+            reply = await self.edge.handle(request.method, request.url.path, headers, await request.body())
+        status, reply_headers, payload = reply
         return Response(payload, status_code=status, headers=reply_headers)
 
     async def handle_http(
@@ -124,221 +194,77 @@ class PipelineRouter:
     ) -> tuple[int, dict[str, str], bytes]:
         """One HTTP request as plain parts (lower-case header names), so the control app can forward
         requests here through a handle while the HTTP proxy catches up with a new route."""
-        assert self.config is not None
-        config = self.config
-        suffix = path[len(self.prefix) :] if path.startswith(self.prefix) else path
-        suffix = suffix.rstrip("/")
-        try:
-            if suffix.startswith("/versions/"):
-                suffix = self._strip_version(suffix, config)
-            if suffix == "/ready" and method == "GET":
-                probe = headers.get(PROBE_HEADER)
-                if not (probe and hashlib.sha256(probe.encode()).hexdigest() == config.probe_hash):
-                    await self._authorize(headers)
-                return _json(
-                    {"name": self.pipeline, "ready": True, "version": config.version, "config_id": config.config_id}
-                )
-            await self._authorize(headers)
-            if suffix == "/infer" and method == "POST":
-                reply = await self._infer_http(headers, body, config)
-                self._count_request(reply[0], reply[1].get("x-corral-variant", ""))
-                return reply
-            if suffix == "" and method == "GET":
-                return _json(config.metadata)
-            raise NotFound(
-                f"no endpoint {method} {path}: use GET {self.prefix}, GET {self.prefix}/ready "
-                f"or POST {self.prefix}/infer"
-            )
-        except CorralError as exc:
-            reply = error_parts(exc, _reply_headers(config, None))
-            if suffix == "/infer":
-                self._count_request(reply[0], "")
-            return reply
+        return await self.edge.handle(method, path, headers, body)
 
-    def _count_request(self, status: int, variant: str) -> None:
-        metric(REQUESTS).inc(1, {**self.tags, "variant": variant, "status": str(status)})
-
-    def _too_large(self, size: int) -> PayloadTooLarge:
-        return PayloadTooLarge(
-            f"payload of {size} bytes is over the limit of {self.max_payload_bytes}: send smaller "
-            "batches, or raise CORRAL_MAX_PAYLOAD_BYTES"
-        )
-
-    def _strip_version(self, suffix: str, config: RouterConfig) -> str:
-        _, _, version, *rest = suffix.split("/")
-        if version != str(config.version):
-            raise NotFound(
-                f"pipeline {self.pipeline!r} serves version {config.version}, not {version}: "
-                "call it without /versions/N or deploy that version"
-            )
-        return "/" + "/".join(rest) if rest else ""
-
-    async def _authorize(self, headers: dict[str, str]) -> None:
-        header = headers.get("authorization", "")
-        token = header[7:].strip() if header[:7].lower() == "bearer " else ""
-        token_hash = hashlib.sha256(token.encode()).hexdigest() if token else ""
-        now = time.monotonic()
-        cached = self.auth_cache.get(token_hash)
-        if cached is None or cached[0] < now:
-            try:
-                await self.control.verify_access.remote(token_hash, self.workspace, self.pipeline)
-                cached = (now + AUTH_TTL_S, None)
-            except Exception as exc:
-                error = as_domain_error(exc)
-                cached = (now + DENIED_TTL_S, error)
-            if len(self.auth_cache) > 10_000:
-                self.auth_cache.clear()
-            self.auth_cache[token_hash] = cached
-        if cached[1] is not None:
-            raise cached[1]
-
-    async def _infer_http(
-        self, headers: dict[str, str], body: bytes, config: RouterConfig
-    ) -> tuple[int, dict[str, str], bytes]:
-        started = (datetime.now(UTC), time.perf_counter())
-        if len(body) > self.max_payload_bytes:
-            raise self._too_large(len(body))
-        decoded = decode_request(body, headers.get("content-type"), headers, max_bytes=self.max_payload_bytes)
-        split_key = headers.get("x-corral-split-key") or _key_from_table(decoded.table, config.traffic.key)
-        request_id = uuid.uuid4().hex
-        variant, result = await self._serve(decoded.table, split_key, config, request_id, started)
-        payload, reply_headers = encode_response(
-            result,
-            decoded,
-            model_name=self.pipeline,
-            model_version=str(config.version),
-            parameters={"variant": variant},
-        )
-        reply_headers.update(_reply_headers(config, variant))
-        reply_headers["x-corral-request-id"] = request_id
-        return 200, reply_headers, payload
-
-    async def _serve(
-        self,
-        table: pa.Table,
-        split_key: str | None,
-        config: RouterConfig,
-        request_id: str,
-        started: tuple[datetime, float],
-    ) -> tuple[str, pa.Table]:
-        """Pick the variant, mirror the request to the shadows (never awaited), run the primary, log it."""
-        variant = config.policy.pick(split_key)
-        for shadow in config.policy.shadows:
-            self.shadows.fire(shadow, table, request_id)
-        result = await self._run_chain(variant, table)
-        self._log_inference(config, request_id, variant, table, result, started)
-        return variant, result
-
-    def _log_inference(
-        self,
-        config: RouterConfig,
-        request_id: str,
-        variant: str,
-        inputs: pa.Table,
-        outputs: pa.Table,
-        started: tuple[datetime, float],
-    ) -> None:
-        try:
-            rows = inference_rows(
-                time=started[0],
-                request_id=request_id,
-                version=config.version,
-                variant=variant,
-                inputs=inputs,
-                outputs=outputs,
-                latency_ms=(time.perf_counter() - started[1]) * 1000,
-            )
-            tags = {**self.tags, "variant": variant}
-            metric(ROWS).inc(rows.num_rows, tags)
-            metric(REQUEST_LATENCY).observe(rows.column("latency_ms")[0].as_py(), tags)
-            key = f"{INFERENCES}:{config.version}"
-            self.validations_of[key] = config.validations
-            self.logs.add(key, rows)
-        except Exception:  # a reply the client is owed never fails because of its log row
-            log.exception("could not build the log rows of request %s", request_id)
+    # --- logs -----------------------------------------------------------------------------------
+    def _log_inference(self, record: InferenceRecord) -> None:
+        key = f"{INFERENCES}:{record.version}"
+        if key not in self.validations_of:
+            self.validations_of[key] = self.plane.config.validations
+        self.logs.add(key, record)
 
     def _log_shadow(self, outcome: ShadowOutcome) -> None:
-        metric(SHADOW_CALLS).inc(1, {**self.tags, "variant": outcome.variant, "outcome": outcome.kind})
-        rows = shadow_rows(
-            time=datetime.now(UTC),
-            request_id=outcome.request_id,
-            variant=outcome.variant,
-            rows=outcome.rows,
-            output=outcome.output,
-            error=outcome.error,
-        )
-        self.logs.add(SHADOWS, rows)
+        metric(SHADOW_CALLS).inc(1, {**self.telemetry.tags, "variant": outcome.variant, "outcome": outcome.kind})
+        self.logs.add(SHADOWS, outcome)
 
-    async def _run_chain(self, variant: str, table: pa.Table) -> pa.Table:
-        chain = self.chains[variant]
-        try:
-            response = chain[0].remote(table)
-            for handle in chain[1:]:
-                response = handle.remote(response)  # Serve passes the result on without a round trip here
-            result: pa.Table = await response
-        except Exception as exc:
-            raise as_domain_error(exc) from exc
-        return result
+    def _count_dropped_logs(self, rows: int) -> None:
+        metric(LOG_ROWS_DROPPED).inc(rows, self.telemetry.tags)
+
+    async def _send_logs(self, key: str, rows: pa.Table) -> None:
+        kind = key.partition(":")[0]
+        await self.sink.append.remote(kind, self.workspace, self.pipeline, rows, self.validations_of.get(key, {}))
+
+    async def __del__(self) -> None:
+        """Serve calls this on graceful shutdown (undeploy, `corral down`): nothing logged is lost."""
+        await self.plane.shadows.drain(timeout_s=5.0)
+        await self.logs.flush()
 
     # --- Python callers holding a handle ----------------------------------------------------------
     async def infer(self, data: Any, split_key: str | None = None) -> Any:
         """Run the pipeline on a pyarrow.Table, pandas.DataFrame or dict of columns; same type back."""
-        assert self.config is not None
-        config = self.config
         if isinstance(data, pa.Table):
             table = data
-        elif isinstance(data, pd.DataFrame):
-            table = pa.Table.from_pandas(data, preserve_index=False)
         elif isinstance(data, dict):
             table = pa.table(data)
+        elif type(data).__name__ == "DataFrame":  # pandas is imported only for callers that use it
+            table = pa.Table.from_pandas(data, preserve_index=False)
         else:
             raise InvalidInput(
                 f"infer() takes a pyarrow.Table, pandas.DataFrame or dict of columns, not {type(data).__name__}"
             )
-        key = split_key or _key_from_table(table, config.traffic.key)
-        started = (datetime.now(UTC), time.perf_counter())
-        _, result = await self._serve(table, key, config, uuid.uuid4().hex, started)
-        if isinstance(data, pd.DataFrame):
-            return result.to_pandas()
+        result = await self.plane.infer(table, self.plane.split_key(table, split_key))
         if isinstance(data, dict):
-            return result.to_pydict()
-        return result
+            return result.outputs.to_pydict()
+        if not isinstance(data, pa.Table):
+            return result.outputs.to_pandas()
+        return result.outputs
 
     async def predict(self, table: pa.Table, variant: str) -> pa.Table:
-        """Run one variant's chain on a table, unlogged: for explainers, whose synthetic rows are not
-        traffic (they would swamp the inference log and the assays), and not mirrored to shadows."""
-        if variant not in self.chains:
-            raise InvalidInput(
-                f"pipeline {self.pipeline!r} has no variant {variant!r}: use one of {sorted(self.chains)}"
-            )
-        return await self._run_chain(variant, table)
+        """Run one variant's chain on a table, unlogged and not mirrored to shadows (explainers)."""
+        return await self.plane.predict(table, variant)
 
     async def info(self) -> dict[str, Any]:
-        """What this replica serves: version, traffic and metadata (for tests and operators)."""
-        assert self.config is not None
+        """What this replica serves: version, traffic, inline models (for tests and operators)."""
+        config = self.plane.config
         return {
-            "version": self.config.version,
-            "traffic": self.config.traffic.model_dump(),
-            "metadata": self.config.metadata,
-            "config_id": self.config.config_id,
-            "shadows": self.shadows.stats(),
+            "version": config.version,
+            "traffic": config.traffic.model_dump(),
+            "metadata": config.metadata,
+            "config_id": config.config_id,
+            "inline_models": dict(self.model_shas),
+            "replica": serve.get_replica_context().replica_id.unique_id,
+            "shadows": self.plane.shadows.stats(),
             "logs": self.logs.stats(),
         }
 
 
-def _key_from_table(table: pa.Table, key: str | None) -> str | None:
-    if key is None or key not in table.column_names or table.num_rows == 0:
-        return None
-    # A batch goes to one variant, chosen by its first row's key.
-    return str(table.column(key)[0].as_py())
-
-
-def _reply_headers(config: RouterConfig, variant: str | None) -> dict[str, str]:
-    headers = {"x-corral-pipeline-version": str(config.version)}
-    if variant is not None:
-        headers["x-corral-variant"] = variant
-    return headers
-
-
-def _json(payload: Any, status: int = 200) -> tuple[int, dict[str, str], bytes]:
-    return status, {"content-type": "application/json"}, orjson.dumps(payload)
+def _build_log_rows(kind: str, items: list[Any]) -> list[pa.Table]:
+    """Log tables from what requests queued: inference records, shadow outcomes (or tables)."""
+    if kind.startswith(INFERENCES):
+        return inference_table(items)
+    now = datetime.now(UTC)
+    tables = [
+        shadow_rows(time=now, request_id=o.request_id, variant=o.variant, rows=o.rows, output=o.output, error=o.error)
+        for o in items
+    ]
+    return concat_tables(kind, tables)

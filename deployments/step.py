@@ -13,41 +13,24 @@ from ray import serve
 from deployments.metrics import metric
 from monitoring.metrics import STEP_LATENCY
 from pipelines.errors import CorralError, InvalidInput
-from pipelines.onnx_step import OnnxModelStep
+from pipelines.live_config import StepConfig
+from pipelines.loading import FetchArtifact, load_step
 from pipelines.spec import StepSpec
-from pipelines.step import Step, build_step, call_step
+from pipelines.step import Step, call_step
 
 log = logging.getLogger("corral.step")
-
-
-def load_step(spec: StepSpec, model: bytes | None, *, default_threads: int = 1) -> Step:
-    """Build the step object a replica runs: the same object could run in-process anywhere."""
-    if spec.model is not None:
-        assert model is not None
-        step = OnnxModelStep(
-            model,
-            name=spec.name,
-            columns=spec.columns,
-            allow_nan=bool(spec.config.get("allow_nan", False)),
-            num_threads=max(default_threads, int(spec.resources.num_cpus)),
-            num_gpus=spec.resources.num_gpus,
-        )
-        step.warm_up()
-        return step
-    assert spec.python is not None
-    return build_step(spec.python, spec.config)
 
 
 @serve.deployment(max_ongoing_requests=256)
 class StepDeployment:
     """Runs one step of one variant. Requests of fewer rows than the batch size are micro-batched."""
 
-    def __init__(self, step: dict[str, Any], storage_uri: str) -> None:
+    def __init__(self, step: dict[str, Any], fetch_artifact: FetchArtifact) -> None:
         self.spec = StepSpec.model_validate(step)
-        self.storage_uri = storage_uri
+        self.fetch_artifact = fetch_artifact
         self.model_sha256: str | None = None
         # Model steps get their model from reconfigure(), which Serve calls before the first request.
-        self.step: Step | None = None if self.spec.kind == "model" else load_step(self.spec, None)
+        self.step: Step | None = None if self.spec.kind == "model" else load_step(self.spec)
         self.max_batch = self.spec.batching.max_batch_size if self.spec.batching else 1
         self.tags = _step_tags()
         if self.spec.batching:
@@ -58,7 +41,7 @@ class StepDeployment:
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Hot-swap: load and warm the new model beside the old one, then switch in one assignment.
         Requests in flight keep the step object they started with, so they finish on the old model."""
-        sha = user_config.get("model_sha256")
+        sha = StepConfig.model_validate(user_config).model_sha256
         if self.spec.kind != "model" or sha is None or sha == self.model_sha256:
             return
         self.step = await asyncio.to_thread(self._load_model, sha)
@@ -67,9 +50,7 @@ class StepDeployment:
         self.model_sha256 = sha
 
     def _load_model(self, sha256: str) -> Step:
-        from cluster.store.artifacts import ArtifactStore  # lazy: only model steps read artifacts
-
-        return load_step(self.spec, ArtifactStore(self.storage_uri).get(sha256))
+        return load_step(self.spec, self.fetch_artifact, sha256)
 
     def describe(self) -> dict[str, Any]:
         """Where and how this replica runs its step (for operators and tests)."""

@@ -9,8 +9,11 @@ own rows (`shadow_rows`) and joined in at query time as `shadow.<variant>.out.<n
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pyarrow as pa
 
 TIME = "time"
@@ -23,6 +26,8 @@ ERROR = "error"
 ANOMALY_COUNT = "anomaly.count"
 IN, OUT, ANOMALY, SHADOW = "in.", "out.", "anomaly.", "shadow."
 TIME_TYPE = pa.timestamp("us", tz="UTC")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def _fit(column: pa.ChunkedArray | pa.Array, rows: int) -> pa.Array | pa.ChunkedArray:
@@ -86,4 +91,75 @@ def shadow_rows(
     if output is not None:
         for name in output.column_names:
             columns[OUT + name] = output.column(name)
+    return pa.table(columns)
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceRecord:
+    """One answered request as the router keeps it until the next flush (tables, no copies)."""
+
+    time: datetime
+    request_id: str
+    version: int
+    variant: str
+    inputs: pa.Table
+    outputs: pa.Table
+    latency_ms: float
+
+    @property
+    def num_rows(self) -> int:
+        return max(self.inputs.num_rows, self.outputs.num_rows)
+
+
+def inference_table(records: Sequence[InferenceRecord]) -> list[pa.Table]:
+    """The log rows of many requests, built once per flush rather than once per request.
+
+    Requests whose inputs and outputs have the same schemas (the usual case) share one table,
+    their columns concatenated without copies; a group of another schema is a table of its own.
+    """
+    groups: dict[tuple[pa.Schema, pa.Schema], list[InferenceRecord]] = {}
+    for record in records:
+        groups.setdefault((record.inputs.schema, record.outputs.schema), []).append(record)
+    tables = [_group_table(group) for group in groups.values()]
+    if len(tables) > 1:
+        try:
+            return [pa.concat_tables(tables, promote_options="permissive")]
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # a column changed type between versions
+            return tables
+    return tables
+
+
+def _group_table(records: list[InferenceRecord]) -> pa.Table:
+    if any(r.inputs.num_rows != r.outputs.num_rows for r in records):
+        return pa.concat_tables(
+            [
+                inference_rows(
+                    time=r.time,
+                    request_id=r.request_id,
+                    version=r.version,
+                    variant=r.variant,
+                    inputs=r.inputs,
+                    outputs=r.outputs,
+                    latency_ms=r.latency_ms,
+                )
+                for r in records
+            ]
+        )
+    counts = np.fromiter((r.inputs.num_rows for r in records), dtype=np.int64, count=len(records))
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    micros = np.fromiter(((r.time - _EPOCH) // _MICROSECOND for r in records), dtype=np.int64, count=len(records))
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {
+        TIME: pa.array(np.repeat(micros, counts)).cast(TIME_TYPE),
+        REQUEST_ID: pa.array(np.repeat(np.array([r.request_id for r in records], dtype=object), counts), pa.string()),
+        ROW: pa.array((np.arange(int(counts.sum())) - starts).astype(np.int32)),
+        VERSION: pa.array(np.repeat(np.array([r.version for r in records], dtype=np.int32), counts)),
+        VARIANT: pa.array(np.repeat(np.array([r.variant for r in records], dtype=object), counts), pa.string()),
+    }
+    inputs = pa.concat_tables([r.inputs for r in records])
+    outputs = pa.concat_tables([r.outputs for r in records])
+    for name in inputs.column_names:
+        columns[IN + name] = inputs.column(name)
+    for name in outputs.column_names:
+        columns[OUT + name] = outputs.column(name)
+    columns[LATENCY] = pa.array(np.repeat(np.array([r.latency_ms for r in records], dtype=np.float64), counts))
     return pa.table(columns)

@@ -52,7 +52,14 @@ class NotReady(CorralError):
 
 
 class StepFailed(CorralError):
-    """User step code raised while processing a request (a server-side fault, not the caller's)."""
+    """User step code raised, or returned something other than one table row per input row.
+
+    The pipeline's author fixes it (the message names the step); other requests are unaffected.
+    """
+
+
+class InternalError(CorralError):
+    """A fault on Corral's side: nothing the caller sent or the step's author wrote explains it."""
 
 
 class BudgetExceeded(NotReady):

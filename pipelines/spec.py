@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -61,8 +61,17 @@ class Autoscaling(_Strict):
         return self
 
 
+Placement = Literal["auto", "inline", "own"]
+
+
 class StepSpec(_Strict):
-    """One step: either a Python step class (`python:`) or a registry ONNX model (`model:`)."""
+    """One step: either a Python step class (`python:`) or a registry ONNX model (`model:`).
+
+    `placement` says where it runs: `own` in its own Serve deployment `<variant>.<step>` (called
+    through a handle, scaled by `autoscaling`), `inline` in-process in the deployment that runs its
+    segment of consecutive inline steps (the router), `auto` (default) `own` for GPU/accelerator
+    steps and `inline` otherwise. Outputs never depend on placement; only the cost does.
+    """
 
     name: str
     python: str | None = Field(default=None, description="import path 'module:Class'")
@@ -73,6 +82,7 @@ class StepSpec(_Strict):
     batching: Batching | None = None
     resources: Resources = Field(default_factory=Resources)
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    placement: Placement = "auto"
 
     @field_validator("name")
     @classmethod
@@ -104,11 +114,27 @@ class StepSpec(_Strict):
                 )
         if self.python is not None and self.columns is not None:
             raise ValueError(f"step {self.name!r}: 'columns' only goes with 'model' steps")
+        if self.placement == "inline" and self.needs_accelerator:
+            raise ValueError(
+                f"step {self.name!r} asks for a GPU or accelerator, so it cannot run inline in the "
+                "router: use placement 'own' (or 'auto', which gives it its own deployment)"
+            )
         return self
 
     @property
     def kind(self) -> str:
         return "model" if self.model is not None else "python"
+
+    @property
+    def needs_accelerator(self) -> bool:
+        return self.resources.num_gpus > 0 or self.resources.accelerator_type is not None
+
+    @property
+    def inline(self) -> bool:
+        """True when the step runs in-process in its segment, False when it has its own deployment."""
+        if self.placement == "auto":
+            return not self.needs_accelerator
+        return self.placement == "inline"
 
 
 class VariantSpec(_Strict):
@@ -166,7 +192,10 @@ class RouterSpec(_Strict):
     """The pipeline's ingress router: its replicas (any number; traffic splits stay exact) and CPUs."""
 
     num_cpus: float = Field(default=0.25, ge=0)
-    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    # Two replicas at most by default: one Python process cannot use both cores of a small machine.
+    autoscaling: Autoscaling = Field(
+        default_factory=lambda: Autoscaling(min_replicas=1, max_replicas=2, target_ongoing_requests=8)
+    )
 
 
 class PipelineSpec(_Strict):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
@@ -55,26 +57,54 @@ def build_step(import_path: str, config: dict[str, Any]) -> Step:
 
 async def call_step(step: Step, table: pa.Table, *, step_name: str, in_thread: bool = True) -> pa.Table:
     """Run one step on a table. Sync steps run in a worker thread so the event loop stays free."""
+    if not is_async_step(step):
+        if in_thread:
+            return await asyncio.to_thread(run_step_sync, step, table, step_name=step_name)
+        return run_step_sync(step, table, step_name=step_name)
+    with step_errors(step_name):
+        result = await step(table)
+    return checked_result(result, table.num_rows, step_name)
+
+
+def run_step_sync(step: Step, table: pa.Table, *, step_name: str) -> pa.Table:
+    """Run a synchronous step on this thread, with the error handling and checks of `call_step`."""
+    with step_errors(step_name):
+        result = step(table)
+    return checked_result(result, table.num_rows, step_name)
+
+
+@contextmanager
+def step_errors(step_name: str) -> Iterator[None]:
+    """Turn what step code raises into domain errors that name the step."""
     try:
-        if inspect.iscoroutinefunction(type(step).__call__):
-            result = await step(table)
-        elif in_thread:
-            result = await asyncio.to_thread(step, table)
-            if inspect.isawaitable(result):
-                result = await result
-        else:
-            result = step(table)
+        yield
     except CorralError:
         raise
     except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, ValueError, TypeError) as exc:
         # The usual shape of a caller's mistake reaching step code: a missing or mistyped column.
         raise InvalidInput(f"step {step_name!r} could not process the input: {exc}") from exc
     except Exception as exc:
-        raise StepFailed(f"step {step_name!r} failed: {type(exc).__name__}: {exc}") from exc
+        raise StepFailed(f"step {step_name!r} failed: {type(exc).__name__}: {exc}. Fix the step's code") from exc
+
+
+def is_async_step(step: Step) -> bool:
+    return inspect.iscoroutinefunction(type(step).__call__)
+
+
+def checked_result(result: Any, rows: int, step_name: str) -> pa.Table:
+    """A step's result as a table with one row per input row, or a StepFailed naming the step.
+
+    Rows map one to one through a pipeline: replies, log rows and micro-batches rely on it.
+    """
     if isinstance(result, pa.RecordBatch):
         result = pa.Table.from_batches([result])
     if not isinstance(result, pa.Table):
         raise StepFailed(
-            f"step {step_name!r} returned {type(result).__name__}, not a pyarrow.Table: return a table"
+            f"step {step_name!r} returned {type(result).__name__}, not a pyarrow.Table: make the step return a table"
+        )
+    if result.num_rows != rows:
+        raise StepFailed(
+            f"step {step_name!r} returned {result.num_rows} rows for {rows} input rows: a step must return "
+            "one row per input row (add columns, never drop or add rows)"
         )
     return result

@@ -39,6 +39,7 @@ def ab(admin: Any, models: dict[str, str]) -> Any:
             "challenger": {"steps": [model_step(models["two"])]},
         },
         "traffic": {"weights": {"control": 70, "challenger": 30}},
+        "router": {"autoscaling": {"min_replicas": 1, "max_replicas": 1}},
     }
     pipeline = admin.pipeline("ab", spec)
     pipeline.deploy()
@@ -172,10 +173,15 @@ def test_traffic_of_an_undeployed_pipeline_is_409(
     assert reply.status_code == 409 and "deploy it first" in reply.json()["error"]
 
 
-def step_replicas(app: str) -> dict[str, str]:
-    """The replica id serving each model step of `app` (one replica each in these pipelines)."""
+def replica_ids(app: str, placement: str) -> dict[str, str]:
+    """The replica id running each model step of `app` (one replica each in these pipelines): the
+    router's for inline steps, the step deployments' own for `own` steps."""
     from ray import serve
 
+    if placement == "inline":
+        info = serve.get_app_handle(app).info.remote().result(timeout_s=60)
+        assert set(info["inline_models"]) == {"control.model", "challenger.model"}
+        return {"router": info["replica"]}
     return {
         name: serve.get_deployment_handle(name, app_name=app).describe.remote().result(timeout_s=60)["replica"]
         for name in ("control.model", "challenger.model")
@@ -222,21 +228,24 @@ class Load:
             return [r for r in self.results if r[0] >= t]
 
 
+@pytest.mark.parametrize("placement", ["inline", "own"])
 def test_ramp_swap_and_version_switch_under_load_fail_no_request(
-    admin: Any, corral: Any, admin_headers: dict[str, str], models: dict[str, str]
+    admin: Any, corral: Any, admin_headers: dict[str, str], models: dict[str, str], placement: str
 ) -> None:
-    spec = {
+    spec: dict[str, Any] = {
         "variants": {
-            "control": {"steps": [model_step(models["one"])]},
-            "challenger": {"steps": [model_step(models["two"])]},
+            "control": {"steps": [{**model_step(models["one"]), "placement": placement}]},
+            "challenger": {"steps": [{**model_step(models["two"]), "placement": placement}]},
         },
         "traffic": {"weights": {"control": 100, "challenger": 0}},
+        "router": {"autoscaling": {"min_replicas": 1, "max_replicas": 1}},  # one replica id to follow
     }
-    pipeline = admin.pipeline("live", spec)
+    name = f"live-{placement}"
+    pipeline = admin.pipeline(name, spec)
     pipeline.deploy()
-    replicas_before = step_replicas("default--live")
+    replicas_before = replica_ids(f"default--{name}", placement)
     try:
-        with Load(corral.base_url, admin_headers, "live") as load:
+        with Load(corral.base_url, admin_headers, name) as load:
             for share in (10, 50, 100):
                 pipeline.set_traffic({"control": 100 - share, "challenger": share})
             after_ramp = time.monotonic()
@@ -260,7 +269,7 @@ def test_ramp_swap_and_version_switch_under_load_fail_no_request(
         assert swapped_replies and set(swapped_replies) == {3.0}
         assert {r[2] for r in load.since(after_switch)} == {1.0}
         # ramp, swap and a version that changed only a model reconfigured the replicas: none restarted
-        assert step_replicas("default--live") == replicas_before
+        assert replica_ids(f"default--{name}", placement) == replicas_before
     finally:
         pipeline.undeploy()
 
@@ -286,6 +295,7 @@ def shadowed(admin: Any, models: dict[str, str], tmp_path_factory: pytest.TempPa
             },
         },
         "traffic": {"weights": {"main": 1}, "shadows": ["boom", "slow"]},
+        "router": {"autoscaling": {"min_replicas": 1, "max_replicas": 1}},  # its counts are the whole story
     }
     pipeline = admin.pipeline("shadowed", spec)
     pipeline.deploy()

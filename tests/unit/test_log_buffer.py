@@ -6,7 +6,7 @@ import asyncio
 
 import pyarrow as pa
 
-from deployments.log_buffer import LogBuffer
+from serving.log_buffer import LogBuffer
 
 
 def _rows(n: int, start: int = 0) -> pa.Table:

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from deployments.shadows import ShadowOutcome, ShadowRunner
 from pipelines.spec import PipelineSpec, TrafficSpec
+from serving.shadows import ShadowOutcome, ShadowRunner
 
 
 def test_for_variants_names_unknown_variants() -> None:

@@ -6,11 +6,13 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pyarrow as pa
 
-from deployments.errors import as_domain_error
+from serving.errors import as_domain_error
+from serving.segments import inline_steps_in
 
 log = logging.getLogger("corral.shadows")
 
@@ -27,6 +29,10 @@ class ShadowOutcome:
     rows: int
     output: pa.Table | None
     error: str | None
+
+    @property
+    def num_rows(self) -> int:
+        return self.output.num_rows if self.output is not None else self.rows
 
     @property
     def kind(self) -> str:
@@ -47,8 +53,17 @@ class ShadowRunner:
     A shadow gets at most `timeout_s`; its errors and timeouts are outcomes, never exceptions.
     """
 
-    def __init__(self, run_chain: RunChain, *, max_in_flight: int = 64, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        run_chain: RunChain,
+        *,
+        max_in_flight: int = 64,
+        timeout_s: float = 30.0,
+        executor: Executor | None = None,
+    ) -> None:
         self.run_chain = run_chain
+        # Inline steps of shadows run in these threads, never in the ones the primary uses.
+        self.executor = executor or ThreadPoolExecutor(4, thread_name_prefix="corral-shadow")
         self.max_in_flight = max_in_flight
         self.timeout_s = timeout_s
         self.listeners: list[ShadowListener] = []
@@ -68,7 +83,8 @@ class ShadowRunner:
 
     async def _run(self, variant: str, table: pa.Table, request_id: str) -> None:
         try:
-            output = await asyncio.wait_for(self.run_chain(variant, table), self.timeout_s)
+            with inline_steps_in(self.executor):
+                output = await asyncio.wait_for(self.run_chain(variant, table), self.timeout_s)
         except TimeoutError:
             self.counts[f"{variant}.error"] += 1
             error = f"timed out after {self.timeout_s:g} s"

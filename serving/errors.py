@@ -21,7 +21,8 @@ STATUS: dict[type[e.CorralError], int] = {
     e.UnsupportedMediaType: 415,
     e.InvalidInput: 422,
     e.NotReady: 503,
-    e.StepFailed: 500,
+    e.StepFailed: 422,  # the pipeline's own step: its author fixes it, the replica keeps serving
+    e.InternalError: 500,
 }
 
 
@@ -63,4 +64,4 @@ def as_domain_error(exc: BaseException) -> e.CorralError:
     if "BackPressure" in name or "ActorDied" in name or "Unavailable" in name or "ActorUnavailable" in name:
         return e.NotReady(f"pipeline is overloaded or restarting ({name}): retry shortly", retry_after_s=1)
     log.exception("unexpected error behind a handle", exc_info=exc)
-    return e.StepFailed(f"internal error ({name}); the request was not processed. See the replica logs")
+    return e.InternalError(f"internal error ({name}); the request was not processed. See the replica logs")

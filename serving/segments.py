@@ -1,0 +1,201 @@
+"""Segments: the pieces a variant's chain is cut into (see pipelines.placement).
+
+An inline segment runs its step objects in-process, one after another; the deployments module
+supplies remote segments (a chain of step deployments behind handles). Both are `Segment`s:
+`await segment(table) -> table`, so the data plane never knows where a step runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import Executor
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from functools import partial
+
+import pyarrow as pa
+
+from pipelines.errors import CorralError
+from pipelines.step import Step, call_step, is_async_step, run_step_sync
+
+Segment = Callable[[pa.Table], Awaitable[pa.Table]]
+
+# The thread pool inline steps of the current task run in (None: the loop's default pool).
+_executor: ContextVar[Executor | None] = ContextVar("corral_inline_executor", default=None)
+
+
+@contextmanager
+def inline_steps_in(executor: Executor) -> Iterator[None]:
+    """Run the inline steps of the work started in this block in `executor`: shadows use a pool of
+    their own, so a slow shadow step can never hold the primary's worker threads."""
+    token = _executor.set(executor)
+    try:
+        yield
+    finally:
+        _executor.reset(token)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """Consecutive steps run the same way: sync steps together in one worker thread, or one async step."""
+
+    steps: tuple[tuple[str, Step], ...]
+    is_async: bool
+
+
+def _runs(steps: Sequence[tuple[str, Step]]) -> tuple[_Run, ...]:
+    runs: list[_Run] = []
+    for name, step in steps:
+        is_async = is_async_step(step)
+        if runs and not is_async and not runs[-1].is_async:
+            runs[-1] = _Run((*runs[-1].steps, (name, step)), False)
+        else:
+            runs.append(_Run(((name, step),), is_async))
+    return tuple(runs)
+
+
+def _run_sync(steps: tuple[tuple[str, Step], ...], table: pa.Table) -> tuple[pa.Table, list[float]]:
+    """Run sync steps on this thread; also returns each step's milliseconds."""
+    timings = []
+    for name, step in steps:
+        started = time.perf_counter()
+        table = run_step_sync(step, table, step_name=name)
+        timings.append((time.perf_counter() - started) * 1000)
+    return table, timings
+
+
+# observe(step name, milliseconds): how long each inline step took (Prometheus in a replica).
+StepObserver = Callable[[str, float], None]
+
+
+class InlineSegment:
+    """Steps run in-process. Sync steps (onnxruntime, pyarrow) run off the event loop, all the
+    consecutive ones in one worker-thread call: one thread hop per segment, not per step."""
+
+    def __init__(self, steps: Sequence[tuple[str, Step]], observe: StepObserver | None = None) -> None:
+        self.runs = _runs(steps)
+        self.observe = observe
+
+    @property
+    def steps(self) -> dict[str, Step]:
+        return {name: step for run in self.runs for name, step in run.steps}
+
+    def replace(self, name: str, step: Step) -> None:
+        """Swap one step object (a hot-swapped model). A request in flight keeps the runs it started
+        with, so it finishes on the old object; the next one gets the new one."""
+        steps = self.steps
+        if name not in steps:
+            raise KeyError(name)
+        steps[name] = step
+        self.runs = _runs(list(steps.items()))
+
+    async def __call__(self, table: pa.Table) -> pa.Table:
+        for run in self.runs:
+            if run.is_async:
+                name, step = run.steps[0]
+                started = time.perf_counter()
+                table = await call_step(step, table, step_name=name)
+                timings = [(time.perf_counter() - started) * 1000]
+            else:
+                loop = asyncio.get_running_loop()
+                table, timings = await loop.run_in_executor(_executor.get(), partial(_run_sync, run.steps, table))
+            if self.observe is not None:
+                for (name, _), ms in zip(run.steps, timings, strict=True):
+                    self.observe(name, ms)
+        return table
+
+
+async def run_segments(segments: Sequence[Segment], table: pa.Table) -> pa.Table:
+    """A variant's chain: each segment's output is the next one's input."""
+    for segment in segments:
+        table = await segment(table)
+    return table
+
+
+class CoalescingSegment:
+    """Micro-batching in front of a remote segment, so concurrent requests share one hop.
+
+    Up to `max_in_flight` calls go out at once; a request that finds them all busy waits, and
+    when a call returns, the waiting requests of one schema go out together as one table (up to
+    `max_rows`), their reply cut back into one slice each. A lone request never waits, so this
+    costs nothing at low load. A batch that fails with a domain error is re-run request by
+    request, so one bad request fails alone.
+    """
+
+    def __init__(self, inner: Segment, *, max_in_flight: int = 2, max_rows: int = 8192) -> None:
+        self.inner = inner
+        self.max_in_flight = max_in_flight
+        self.max_rows = max_rows
+        self.in_flight = 0
+        self.waiting: list[tuple[pa.Table, asyncio.Future[pa.Table]]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, table: pa.Table) -> pa.Table:
+        if self.in_flight < self.max_in_flight and not self.waiting:
+            self.in_flight += 1
+            try:
+                return await self.inner(table)
+            finally:
+                self.in_flight -= 1
+                self._dispatch()
+        future: asyncio.Future[pa.Table] = asyncio.get_running_loop().create_future()
+        self.waiting.append((table, future))
+        return await future
+
+    def _dispatch(self) -> None:
+        self.waiting = [(t, f) for t, f in self.waiting if not f.done()]  # callers that gave up
+        while self.waiting and self.in_flight < self.max_in_flight:
+            schema = self.waiting[0][0].schema
+            batch: list[tuple[pa.Table, asyncio.Future[pa.Table]]] = []
+            rest: list[tuple[pa.Table, asyncio.Future[pa.Table]]] = []
+            rows = 0
+            for table, future in self.waiting:
+                if table.schema.equals(schema) and (not batch or rows + table.num_rows <= self.max_rows):
+                    batch.append((table, future))
+                    rows += table.num_rows
+                else:
+                    rest.append((table, future))
+            self.waiting = rest
+            self.in_flight += 1
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, batch: list[tuple[pa.Table, asyncio.Future[pa.Table]]]) -> None:
+        try:
+            if len(batch) == 1:
+                await _settle(batch[0][1], self.inner(batch[0][0]))
+                return
+            try:
+                merged = await self.inner(pa.concat_tables([table for table, _ in batch]))
+            except CorralError:
+                for table, future in batch:  # one bad request must not fail its neighbours
+                    await _settle(future, self.inner(table))
+                return
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+            offset = 0
+            for table, future in batch:
+                if not future.done():
+                    future.set_result(merged.slice(offset, table.num_rows))
+                offset += table.num_rows
+        finally:
+            self.in_flight -= 1
+            self._dispatch()
+
+
+async def _settle(future: asyncio.Future[pa.Table], work: Awaitable[pa.Table]) -> None:
+    try:
+        result = await work
+    except Exception as exc:
+        if not future.done():
+            future.set_exception(exc)
+    else:
+        if not future.done():
+            future.set_result(result)
