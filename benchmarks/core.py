@@ -208,13 +208,15 @@ def measure_system(
     A system that fails (say, a deploy error) is reported and the run goes on with the next one.
     """
     args = setup.args
-    warmup = warmup_seconds(args.seconds)
+    warmup = args.warmup if args.warmup is not None else warmup_seconds(args.seconds)
     info: dict[str, Any] = {}
     results: dict[str, dict[str, Any]] = {}
     print(f"{name}: starting...", flush=True)
     try:
         with bring_up(name, setup) as system:
             info["notes"] = system.notes
+            check(system, works[0], model)  # one request through every step: models loaded, caches warm
+            info["memory_idle"] = memory(system)
             for work in works:
                 print(f"  {work.name}: {name}...", flush=True)
                 verdict = check(system, work, model)
@@ -307,7 +309,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_start": os.getloadavg()},
         "settings": {
             "seconds": args.seconds,
-            "warmup_s": warmup_seconds(args.seconds),
+            "warmup_s": args.warmup if args.warmup is not None else warmup_seconds(args.seconds),
             "client": args.client,
             "systems": list(args.systems),
             "batch_concurrency": args.batch_concurrency,
@@ -344,7 +346,13 @@ def print_summary(results: dict[str, Any]) -> None:
     print()
     print(report.table(results["workloads"], results["settings"]["systems"]))
     print()
-    print(report.memory_table({name: info.get("memory") for name, info in results["systems"].items()}))
+    systems_info = results["systems"].items()
+    print(
+        report.memory_table(
+            {name: info.get("memory_idle") for name, info in systems_info},
+            {name: info.get("memory") for name, info in systems_info},
+        )
+    )
     for name, info in results["systems"].items():
         if info.get("error"):
             print(f"! {name} was not measured: {info['error']}")
@@ -374,6 +382,12 @@ def parse_systems(text: str) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per workload and system")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="warm-up seconds per workload (default seconds/5, 0.5-2 s); longer lets Serve's autoscaler add routers",
+    )
     parser.add_argument(
         "--systems",
         type=parse_systems,

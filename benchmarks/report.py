@@ -110,12 +110,15 @@ def table(workloads: list[dict[str, Any]], systems: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def memory_table(memory: dict[str, dict[str, Any] | None]) -> str:
-    """Plain text: system | replica processes | their RSS."""
-    lines = [f"{'memory':<12} {'replicas':>8} {'RSS MB':>8}"]
-    for system, mem in memory.items():
-        if mem:
-            lines.append(f"{system:<12} {mem['replicas']:>8} {mem['rss_mb']:>8,.0f}")
+def memory_table(idle: dict[str, dict[str, Any] | None], loaded: dict[str, dict[str, Any] | None]) -> str:
+    """Plain text: system | replica processes and their RSS once deployed, and after the load."""
+    lines = [f"{'memory':<12} {'replicas':>8} {'idle MB':>8} {'replicas':>8} {'loaded MB':>9}"]
+    for system in idle.keys() | loaded.keys():
+        first, last = idle.get(system), loaded.get(system)
+        if first or last:
+            a = (first["replicas"], f"{first['rss_mb']:,.0f}") if first else ("-", "-")
+            b = (last["replicas"], f"{last['rss_mb']:,.0f}") if last else ("-", "-")
+            lines.append(f"{system:<12} {a[0]:>8} {a[1]:>8} {b[0]:>8} {b[1]:>9}")
     return "\n".join(lines)
 
 
@@ -137,10 +140,18 @@ def markdown(results: dict[str, Any]) -> str:
     out.append("")
     if (line := overhead_line(results["workloads"])) is not None:
         out += [line + ".", ""]
+    idle = {name: info.get("memory_idle") for name, info in results["systems"].items()}
     memory = {name: info.get("memory") for name, info in results["systems"].items()}
     if any(memory.values()):
-        out += ["| memory | replicas | RSS MB |", "|---|---:|---:|"]
-        out += [f"| {name} | {m['replicas']} | {m['rss_mb']:,.0f} |" for name, m in memory.items() if m]
+        out += [
+            "| memory (RSS) | replicas deployed | MB deployed | replicas after load | MB after load |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, m in memory.items():
+            i = idle.get(name)
+            first = f"{i['replicas']} | {i['rss_mb']:,.0f}" if i else "- | -"
+            last = f"{m['replicas']} | {m['rss_mb']:,.0f}" if m else "- | -"
+            out.append(f"| {name} | {first} | {last} |")
         out.append("")
     failed = [f"* {name}: {info['error']}" for name, info in results["systems"].items() if info.get("error")]
     issues = [f"* {line}" for line in problems(results["workloads"], systems)]

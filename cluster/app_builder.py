@@ -54,14 +54,16 @@ def scaling_options(step: StepSpec) -> dict[str, Any]:
 def scaling_options_of(scaling: Autoscaling) -> dict[str, Any]:
     if scaling.min_replicas == scaling.max_replicas:
         return {"num_replicas": scaling.min_replicas}
-    return {
-        "num_replicas": "auto",
-        "autoscaling_config": {
-            "min_replicas": scaling.min_replicas,
-            "max_replicas": scaling.max_replicas,
-            "target_ongoing_requests": scaling.target_ongoing_requests,
-        },
+    config: dict[str, Any] = {
+        "min_replicas": scaling.min_replicas,
+        "max_replicas": scaling.max_replicas,
+        "target_ongoing_requests": scaling.target_ongoing_requests,
     }
+    if scaling.upscale_delay_s is not None:
+        config["upscale_delay_s"] = scaling.upscale_delay_s
+    if scaling.downscale_delay_s is not None:
+        config["downscale_delay_s"] = scaling.downscale_delay_s
+    return {"num_replicas": "auto", "autoscaling_config": config}
 
 
 def router_config(
@@ -104,6 +106,7 @@ def build_app(
     code_dir: Path,
     code_sources: Any,
     max_payload_bytes: int,
+    inline_threads: int = 2,
 ) -> Application:
     """The pipeline's Serve application: the router runs every inline segment, each `own` step is a
     deployment of its own. `code_sources(sha256, filename)` returns an upload's sources; they are
@@ -134,7 +137,8 @@ def build_app(
     router = cast(Deployment, PipelineRouter).options(
         name=ROUTER_DEPLOYMENT,
         version=code_version(
-            (workspace, pipeline, sorted(chains), inline_specs, code.inline_pins, max_payload_bytes, storage_uri)
+            (workspace, pipeline, sorted(chains), inline_specs, code.inline_pins, max_payload_bytes, storage_uri),
+            inline_threads,
         ),
         _internal=True,
         max_constructor_retry_count=2,  # a router whose inline steps cannot start fails the deploy fast
@@ -142,7 +146,7 @@ def build_app(
         user_config=router_user_config,
         **scaling_options_of(router_scaling(spec)),
     )
-    return router.bind(workspace, pipeline, chains, max_payload_bytes, fetch)
+    return router.bind(workspace, pipeline, chains, max_payload_bytes, fetch, inline_threads)
 
 
 def code_version_of(step: dict[str, Any], storage_uri: str) -> dict[str, Any]:

@@ -76,6 +76,7 @@ class Deployer:
             code_dir=self.settings.home / "code",
             code_sources=self.registry.code_sources,
             max_payload_bytes=self.settings.max_payload_bytes,
+            inline_threads=self.settings.inline_threads,
         )
         await asyncio.to_thread(
             serve.run, application, name=app, route_prefix=route_prefix(workspace, name), blocking=False

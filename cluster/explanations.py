@@ -29,7 +29,7 @@ from explain.request import DatasetReference, ExplainRequest, ValuesReference, W
 from monitoring.log_schema import IN
 from monitoring.log_store import LogStore
 from monitoring.time_range import time_range
-from pipelines.errors import BudgetExceeded, InvalidInput, NotReady
+from pipelines.errors import BudgetExceeded, CorralError, InvalidInput, NotReady
 from pipelines.spec import PipelineSpec, TrafficSpec
 from serving.errors import as_domain_error
 
@@ -48,6 +48,8 @@ class ExplainService:
         self.logs = logs
         self.deployed = deployed
         self.locks: dict[str, asyncio.Lock] = {}
+        # Explainer apps known to exist: serve.status() costs ~30 ms, too much to ask per explanation.
+        self.started: set[str] = set()
 
     async def explain(self, who: Principal, workspace: str, name: str, raw: Any) -> dict[str, Any]:
         """`{"meta", "data"}` for a deployed pipeline; 4xx for bad requests, 503 past the time budget."""
@@ -91,7 +93,10 @@ class ExplainService:
                 "raise params.timeout_s or ask for less work"
             ) from None
         except Exception as exc:
-            raise as_domain_error(exc) from exc
+            error = as_domain_error(exc)
+            if error is not exc and not isinstance(getattr(exc, "cause", None), CorralError):
+                self.started.discard(explainer_app_name(workspace, name))  # look again next time
+            raise error from exc
         return result
 
     def reference(self, workspace: str, name: str, request: ExplainRequest) -> tuple[pa.Table, dict[str, Any]]:
@@ -121,9 +126,11 @@ class ExplainService:
         """The pipeline's explainer handle, creating its app the first time (it then scales on its own)."""
         app = explainer_app_name(workspace, name)
         async with self.locks.setdefault(app, asyncio.Lock()):
-            if await asyncio.to_thread(_app_state, app) is None:
-                await asyncio.to_thread(self._start, workspace, name, app)
-                await self._wait_running(app)
+            if app not in self.started:
+                if await asyncio.to_thread(_app_state, app) is None:
+                    await asyncio.to_thread(self._start, workspace, name, app)
+                    await self._wait_running(app)
+                self.started.add(app)
         return serve.get_deployment_handle(EXPLAINER_DEPLOYMENT, app_name=app)
 
     def _start(self, workspace: str, name: str, app: str) -> None:
@@ -171,6 +178,7 @@ class ExplainService:
     async def remove(self, workspace: str, name: str) -> None:
         """Delete a pipeline's explainer app (on undeploy); nothing to do when it was never asked."""
         app = explainer_app_name(workspace, name)
+        self.started.discard(app)
         if await asyncio.to_thread(_app_state, app) is not None:
             await asyncio.to_thread(serve.delete, app)
 

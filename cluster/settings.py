@@ -26,6 +26,9 @@ class CorralSettings(BaseSettings):
     dashboard_port: int = 8265
     metrics_port: int = Field(default=8080, description="Ray's Prometheus metrics export port")
     max_payload_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    inline_threads: int = Field(
+        default=2, ge=1, le=64, description="worker threads per router replica for inline steps on large tables"
+    )
     deploy_timeout_s: float = Field(default=300, gt=0)
     assay_tick_s: float = Field(default=5.0, gt=0, description="how often the assay scheduler looks for due windows")
     explain_timeout_s: float = Field(

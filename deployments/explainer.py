@@ -15,7 +15,7 @@ import concurrent.futures
 import logging
 import threading
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 from ray import serve
@@ -73,6 +73,10 @@ class Explainer:
 
         def predict(table: pa.Table) -> pa.Table:
             chain = self._chain(version, variant, plan)
+            if chain is not None and all(isinstance(s, InlineSegment) and s.is_sync for s in chain):
+                for segment in chain:  # all in-process and sync: run here, on alibi's worker thread
+                    table = cast(InlineSegment, segment).run_sync(table)
+                return table
             future = asyncio.run_coroutine_threadsafe(self._predict(table, variant, chain), self.loop)
             # A worker thread waits, the event loop keeps serving; a stuck router cannot outlive the budget.
             wait_s = max(progress.budget_s - progress.elapsed_s, 0.0) + HANDLE_GRACE_S

@@ -21,6 +21,7 @@ from deployments.metrics import metric
 from monitoring.log_schema import with_anomalies
 from monitoring.log_store import INFERENCES, LogStore
 from monitoring.metrics import VALIDATION_FAILURES
+from pipelines.ipc import table_from_ipc
 from pipelines.rules import Rule, flag_rows, parse_rules
 
 log = logging.getLogger("corral.logsink")
@@ -57,11 +58,18 @@ class LogSink:
                 log.exception("log compaction failed")
 
     async def append(
-        self, kind: str, workspace: str, pipeline: str, rows: pa.Table, validations: dict[str, str] | None = None
+        self,
+        kind: str,
+        workspace: str,
+        pipeline: str,
+        rows: pa.Table | bytes,
+        validations: dict[str, str] | None = None,
     ) -> int:
-        """Flag inference rows with the pipeline's validations, then write the batch now; returns its rows."""
+        """Flag inference rows with the pipeline's validations, then write the batch now; returns its rows.
+        `rows` is a table or its Arrow IPC stream bytes (what routers send)."""
         self._ensure_compactor()
-        written = await asyncio.to_thread(self._write, kind, workspace, pipeline, rows, validations or {})
+        table = table_from_ipc(rows)
+        written = await asyncio.to_thread(self._write, kind, workspace, pipeline, table, validations or {})
         self.rows_written += written
         return written
 

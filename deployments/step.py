@@ -13,6 +13,7 @@ from ray import serve
 from deployments.metrics import metric
 from monitoring.metrics import STEP_LATENCY
 from pipelines.errors import CorralError, InvalidInput
+from pipelines.ipc import table_from_ipc, table_to_ipc
 from pipelines.live_config import StepConfig
 from pipelines.loading import FetchArtifact, load_step
 from pipelines.spec import StepSpec
@@ -66,10 +67,12 @@ class StepDeployment:
             "replica": serve.get_replica_context().replica_id.unique_id,  # proves in-place updates
         }
 
-    async def __call__(self, table: pa.Table) -> pa.Table:
+    async def __call__(self, payload: pa.Table | bytes) -> pa.Table | bytes:
+        """A table in, a table out; Arrow IPC bytes in (what routers send), bytes out."""
         started = time.perf_counter()
         try:
-            return await self._call(table)
+            result = await self._call(table_from_ipc(payload))
+            return result if isinstance(payload, pa.Table) else table_to_ipc(result)
         finally:
             metric(STEP_LATENCY).observe((time.perf_counter() - started) * 1000, self.tags)
 

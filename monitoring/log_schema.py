@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pyarrow as pa
 
+INFERENCES = "inferences"  # the two kinds of log rows: answered requests, and shadow outcomes
+SHADOWS = "shadows"
 TIME = "time"
 REQUEST_ID = "request_id"
 ROW = "_row"
@@ -163,3 +165,4 @@ def _group_table(records: list[InferenceRecord]) -> pa.Table:
         columns[OUT + name] = outputs.column(name)
     columns[LATENCY] = pa.array(np.repeat(np.array([r.latency_ms for r in records], dtype=np.float64), counts))
     return pa.table(columns)
+

@@ -25,12 +25,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from monitoring.log_schema import ERROR, OUT, REQUEST_ID, ROW, SHADOW, TIME, VARIANT
+from monitoring.log_schema import ERROR, INFERENCES, OUT, REQUEST_ID, ROW, SHADOW, SHADOWS, TIME, VARIANT
 
 log = logging.getLogger("corral.logs")
 
-INFERENCES = "inferences"
-SHADOWS = "shadows"
 KINDS = (INFERENCES, SHADOWS)
 # A shadow call may finish up to its timeout after the primary reply was logged.
 SHADOW_LAG = timedelta(seconds=60)

@@ -46,6 +46,7 @@ class _Builtin(Generic[C]):
 
     config_model: ClassVar[type[_Config]]
     usage: ClassVar[str]  # the config shape, quoted in error messages
+    non_blocking: ClassVar[bool] = True  # pure computation: may run on the event loop (serving.segments)
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.cfg: C = self.parse(config)  # type: ignore[assignment]

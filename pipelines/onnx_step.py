@@ -76,6 +76,8 @@ class OnnxModelStep:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.providers = choose_providers(num_gpus)
+        # On CPU a run is pure computation: small tables may run on the event loop (serving.segments).
+        self.non_blocking = self.providers == ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(model, sess_options=options, providers=self.providers)
         self.name = name
         self.columns = columns

@@ -62,4 +62,6 @@ def router_scaling(spec: PipelineSpec) -> Autoscaling:
         min_replicas=max(s.min_replicas for s in scalings),
         max_replicas=max(s.max_replicas for s in scalings),
         target_ongoing_requests=min(s.target_ongoing_requests for s in scalings),
+        upscale_delay_s=spec.router.autoscaling.upscale_delay_s,
+        downscale_delay_s=spec.router.autoscaling.downscale_delay_s,
     )

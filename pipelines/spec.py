@@ -50,6 +50,8 @@ class Autoscaling(_Strict):
     min_replicas: int = Field(default=1, ge=0)
     max_replicas: int = Field(default=1, ge=1)
     target_ongoing_requests: float = Field(default=2, gt=0)
+    upscale_delay_s: float | None = Field(default=None, ge=0, le=3600, description="default Serve's (30 s)")
+    downscale_delay_s: float | None = Field(default=None, ge=0, le=86400, description="default Serve's (600 s)")
 
     @model_validator(mode="after")
     def _min_le_max(self) -> Autoscaling:
@@ -194,7 +196,9 @@ class RouterSpec(_Strict):
     num_cpus: float = Field(default=0.25, ge=0)
     # Two replicas at most by default: one Python process cannot use both cores of a small machine.
     autoscaling: Autoscaling = Field(
-        default_factory=lambda: Autoscaling(min_replicas=1, max_replicas=2, target_ongoing_requests=8)
+        default_factory=lambda: Autoscaling(
+            min_replicas=1, max_replicas=2, target_ongoing_requests=8, upscale_delay_s=5, downscale_delay_s=120
+        )
     )
 
 

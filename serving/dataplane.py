@@ -6,8 +6,9 @@ wrap handles), where log records go, and the telemetry. Tests drive it with real
 
 from __future__ import annotations
 
+import itertools
+import secrets
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -68,6 +69,10 @@ class DataPlane:
         self.shadows = shadows or ShadowRunner(self.run_variant)
         self.telemetry = telemetry or NoTelemetry()
         self.live: Live | None = None
+        # Request ids: 64 random bits per data plane, then a counter (uuid4 per request was 2% of
+        # a router's CPU under load); 32 hex digits, unique across replicas and restarts.
+        self.id_prefix = secrets.token_hex(8)
+        self.ids = itertools.count()
 
     def apply(self, config: RouterConfig) -> None:
         """Make `config` live (traffic, version, metadata); raises ValueError for variants it lacks."""
@@ -97,7 +102,7 @@ class DataPlane:
             raise NotReady(f"pipeline {self.pipeline!r} is starting: retry shortly")
         live = self.live  # one config for the whole request, even if traffic changes meanwhile
         started_at, started = datetime.now(UTC), time.perf_counter()
-        request_id = uuid.uuid4().hex
+        request_id = f"{self.id_prefix}{next(self.ids):016x}"
         variant = live.policy.pick(split_key)
         for shadow in live.policy.shadows:
             self.shadows.fire(shadow, table, request_id)

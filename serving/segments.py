@@ -38,12 +38,28 @@ def inline_steps_in(executor: Executor) -> Iterator[None]:
         _executor.reset(token)
 
 
+# A run of non-blocking steps on a table this small costs less than handing it to a worker thread
+# and back (measured here: a thread hop plus the GIL hand-offs under load cost more than the
+# ~0.3 ms the demo's three steps take on one row), so it runs on the event loop itself.
+LOOP_MAX_ROWS = 64
+
+
+def non_blocking(step: Step) -> bool:
+    """True for steps that only compute, briefly per row (built-ins, ONNX on CPU): they may run on
+    the event loop for small tables. User code might sleep or do I/O: it always gets a thread."""
+    return bool(getattr(step, "non_blocking", False))
+
+
 @dataclass(frozen=True)
 class _Run:
     """Consecutive steps run the same way: sync steps together in one worker thread, or one async step."""
 
     steps: tuple[tuple[str, Step], ...]
     is_async: bool
+
+    @property
+    def may_run_on_loop(self) -> bool:
+        return not self.is_async and all(non_blocking(step) for _, step in self.steps)
 
 
 def _runs(steps: Sequence[tuple[str, Step]]) -> tuple[_Run, ...]:
@@ -73,11 +89,18 @@ StepObserver = Callable[[str, float], None]
 
 class InlineSegment:
     """Steps run in-process. Sync steps (onnxruntime, pyarrow) run off the event loop, all the
-    consecutive ones in one worker-thread call: one thread hop per segment, not per step."""
+    consecutive ones in one worker-thread call: one thread hop per segment, not per step; runs of
+    non-blocking steps on small tables run on the loop (see LOOP_MAX_ROWS)."""
 
-    def __init__(self, steps: Sequence[tuple[str, Step]], observe: StepObserver | None = None) -> None:
+    def __init__(
+        self,
+        steps: Sequence[tuple[str, Step]],
+        observe: StepObserver | None = None,
+        executor: Executor | None = None,
+    ) -> None:
         self.runs = _runs(steps)
         self.observe = observe
+        self.executor = executor
 
     @property
     def steps(self) -> dict[str, Step]:
@@ -92,6 +115,22 @@ class InlineSegment:
         steps[name] = step
         self.runs = _runs(list(steps.items()))
 
+    @property
+    def is_sync(self) -> bool:
+        return not any(run.is_async for run in self.runs)
+
+    def run_sync(self, table: pa.Table) -> pa.Table:
+        """Run every step on the calling thread (a caller already off the event loop, such as an
+        explainer's worker thread); only for segments without async steps (`is_sync`)."""
+        for run in self.runs:
+            if run.is_async:
+                raise TypeError("run_sync on a segment with async steps: await the segment instead")
+            table, timings = _run_sync(run.steps, table)
+            if self.observe is not None:
+                for (name, _), ms in zip(run.steps, timings, strict=True):
+                    self.observe(name, ms)
+        return table
+
     async def __call__(self, table: pa.Table) -> pa.Table:
         for run in self.runs:
             if run.is_async:
@@ -99,9 +138,12 @@ class InlineSegment:
                 started = time.perf_counter()
                 table = await call_step(step, table, step_name=name)
                 timings = [(time.perf_counter() - started) * 1000]
+            elif table.num_rows <= LOOP_MAX_ROWS and run.may_run_on_loop:
+                table, timings = _run_sync(run.steps, table)
             else:
                 loop = asyncio.get_running_loop()
-                table, timings = await loop.run_in_executor(_executor.get(), partial(_run_sync, run.steps, table))
+                executor = _executor.get() or self.executor
+                table, timings = await loop.run_in_executor(executor, partial(_run_sync, run.steps, table))
             if self.observe is not None:
                 for (name, _), ms in zip(run.steps, timings, strict=True):
                     self.observe(name, ms)

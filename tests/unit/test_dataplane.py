@@ -363,3 +363,19 @@ def test_inline_steps_report_their_latency_by_name() -> None:
     asyncio.run(segment(pa.table({"x": [1.0], "z": [2.0]})))
     assert [name for name, _ in seen] == ["pre", "slow"]
     assert seen[1][1] >= 500 > seen[0][1]
+
+
+def test_a_sync_segment_runs_on_the_calling_thread_and_refuses_async_steps() -> None:
+    select = build_step("pipelines.builtin:Select", {"columns": ["x"]})
+    segment = InlineSegment([("pre", select), ("t", Times(4.0))])
+    assert segment.is_sync
+    assert segment.run_sync(pa.table({"x": [1.0], "z": [0.0]})).to_pydict() == {"x": [1.0], "y": [4.0]}
+
+    class Async:
+        async def __call__(self, table: pa.Table) -> pa.Table:
+            return table
+
+    mixed = InlineSegment([("pre", select), ("a", Async())])
+    assert not mixed.is_sync
+    with pytest.raises(TypeError, match="await the segment"):
+        mixed.run_sync(pa.table({"x": [1.0]}))

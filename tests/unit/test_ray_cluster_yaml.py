@@ -54,6 +54,15 @@ def test_ray_starts_with_haproxy_ingress_and_dashboard(raw: dict[str, Any]) -> N
     assert "RAY_SERVE_ENABLE_HA_PROXY=1" in " ".join(raw["worker_start_ray_commands"])
 
 
+def test_every_node_gets_the_serve_environment_corral_up_gives_a_local_head(raw: dict[str, Any]) -> None:
+    from cluster.lifecycle import RAY_PROCESS_ENV
+
+    for commands in ("head_start_ray_commands", "worker_start_ray_commands"):
+        started = " ".join(raw[commands])
+        for name, value in RAY_PROCESS_ENV.items():
+            assert f"{name}={value} " in started, (commands, name)
+
+
 def test_validator_rejects_unknown_fields(raw: dict[str, Any]) -> None:
     with pytest.raises(jsonschema.ValidationError, match="not_a_ray_field"):
         _validated({**raw, "not_a_ray_field": True})
