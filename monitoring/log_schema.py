@@ -112,6 +112,18 @@ class InferenceRecord:
     def num_rows(self) -> int:
         return max(self.inputs.num_rows, self.outputs.num_rows)
 
+    def rows(self) -> pa.Table:
+        """This request's log rows alone (`inference_table` builds many requests' at once)."""
+        return inference_rows(
+            time=self.time,
+            request_id=self.request_id,
+            version=self.version,
+            variant=self.variant,
+            inputs=self.inputs,
+            outputs=self.outputs,
+            latency_ms=self.latency_ms,
+        )
+
 
 def inference_table(records: Sequence[InferenceRecord]) -> list[pa.Table]:
     """The log rows of many requests, built once per flush rather than once per request.
@@ -133,20 +145,7 @@ def inference_table(records: Sequence[InferenceRecord]) -> list[pa.Table]:
 
 def _group_table(records: list[InferenceRecord]) -> pa.Table:
     if any(r.inputs.num_rows != r.outputs.num_rows for r in records):
-        return pa.concat_tables(
-            [
-                inference_rows(
-                    time=r.time,
-                    request_id=r.request_id,
-                    version=r.version,
-                    variant=r.variant,
-                    inputs=r.inputs,
-                    outputs=r.outputs,
-                    latency_ms=r.latency_ms,
-                )
-                for r in records
-            ]
-        )
+        return pa.concat_tables([r.rows() for r in records])
     counts = np.fromiter((r.inputs.num_rows for r in records), dtype=np.int64, count=len(records))
     starts = np.repeat(np.cumsum(counts) - counts, counts)
     micros = np.fromiter(((r.time - _EPOCH) // _MICROSECOND for r in records), dtype=np.int64, count=len(records))
