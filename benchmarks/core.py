@@ -10,6 +10,8 @@ Systems, measured in turn (each is brought up, checked, measured on every worklo
   corral-own   the same as `bench-own`, every step `placement: own` (a deployment each, called by handle)
   bare-serve   the same three steps in one bare Ray Serve ingress (benchmarks.bare_serve), app
                `bench-bare`: Ray Serve's limit, to tell Corral's own per-request cost from Serve's
+  bare-chain   the same three steps as three bare Serve deployments chained by handles
+               (benchmarks.bare_chain): Ray Serve's limit for Corral's `own` placement
 The Corral and bare systems need Corral up (`corral up`) at --corral-url, on this machine.
 
 Workloads: 1 row at c=1 and c=16, 1,000-row pandas-records JSON and 10,000-row Arrow stream at
@@ -47,7 +49,7 @@ from benchmarks.peer import FraudModel, arrow_infer, records_infer
 from cluster.convert import to_onnx
 from examples.fraud import FEATURES, fraud_pipeline_spec, make_transactions, train_fraud_model
 
-SYSTEMS = ("peer", "corral-auto", "corral-own", "bare-serve")
+SYSTEMS = ("peer", "corral-auto", "corral-own", "bare-serve", "bare-chain")
 # system -> (pipeline name, placement of every step)
 CORRAL_PIPELINES = {"corral-auto": ("bench-auto", "auto"), "corral-own": ("bench-own", "own")}
 
@@ -115,6 +117,9 @@ def bring_up(name: str, setup: Setup) -> contextlib.AbstractContextManager[syste
         # The spec's own mean/std and threshold; the model reference is not used by the bare app.
         spec = fraud_pipeline_spec("unused:1", setup.mean, setup.std)
         return systems.bare_serve(args.corral_url, setup.onnx, spec, in_thread=args.bare_in_thread)
+    if name == "bare-chain":
+        spec = fraud_pipeline_spec("unused:1", setup.mean, setup.std)
+        return systems.bare_chain(args.corral_url, setup.onnx, spec)
     raise ValueError(f"unknown system {name!r}; choose from {SYSTEMS}")
 
 

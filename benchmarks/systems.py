@@ -185,6 +185,31 @@ def bare_serve(base_url: str, model: bytes, spec: dict[str, Any], *, in_thread: 
             print(f"warning: could not delete Serve app {bare_serve.APP}: {exc}", file=sys.stderr)
 
 
+@contextmanager
+def bare_chain(base_url: str, model: bytes, spec: dict[str, Any]) -> Iterator[System]:
+    """Deploy benchmarks.bare_chain as Serve app `bench-bare-chain`; delete it on exit."""
+    from ray import serve
+
+    from benchmarks import bare_chain as chain
+    from benchmarks import bare_serve, serve_cluster
+
+    serve_cluster.connect()
+    url = f"{base_url.rstrip('/')}{chain.ROUTE_PREFIX}"
+    started = time.monotonic()
+    try:
+        serve.run(chain.application(model, spec), name=chain.APP, route_prefix=chain.ROUTE_PREFIX, blocking=False)
+        serve_cluster.wait_running(chain.APP)
+        _wait_route(url, bare_serve.PROBE_REPLY)
+        yield System(
+            name="bare-chain", url=url, headers=_PLAIN_HEADERS, app=chain.APP, notes={"deploy_s": _since(started)}
+        )
+    finally:
+        try:
+            serve_cluster.delete(chain.APP)
+        except Exception as exc:  # report, but never hide the benchmark's own outcome
+            print(f"warning: could not delete Serve app {chain.APP}: {exc}", file=sys.stderr)
+
+
 def _wait_route(url: str, expect: bytes, timeout: float = 120) -> None:
     """Until GET `url` answers `expect`: another app (Corral's control app owns "/") may answer first."""
     deadline = time.monotonic() + timeout
