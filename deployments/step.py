@@ -12,7 +12,7 @@ from ray import serve
 
 from deployments.metrics import metric
 from monitoring.metrics import STEP_LATENCY
-from pipelines.errors import CorralError, InvalidInput
+from pipelines.errors import CorralError
 from pipelines.ipc import table_from_ipc, table_to_ipc
 from pipelines.live_config import StepConfig
 from pipelines.loading import FetchArtifact, load_step
@@ -94,8 +94,6 @@ class StepDeployment:
         except (CorralError, pa.ArrowInvalid, pa.ArrowTypeError):
             # One bad request must not fail its neighbours: run them one by one instead.
             return [await self._alone(t) for t in tables]  # type: ignore[misc]
-        if out.num_rows != merged.num_rows:
-            raise InvalidInput(f"step {self.spec.name!r} changed the number of rows, so it cannot be batched")
         results, offset = [], 0
         for t in tables:
             results.append(out.slice(offset, t.num_rows))

@@ -55,12 +55,10 @@ def build_step(import_path: str, config: dict[str, Any]) -> Step:
         raise InvalidInput(f"step {import_path!r} rejected its config {config!r}: {exc}") from exc
 
 
-async def call_step(step: Step, table: pa.Table, *, step_name: str, in_thread: bool = True) -> pa.Table:
+async def call_step(step: Step, table: pa.Table, *, step_name: str) -> pa.Table:
     """Run one step on a table. Sync steps run in a worker thread so the event loop stays free."""
     if not is_async_step(step):
-        if in_thread:
-            return await asyncio.to_thread(run_step_sync, step, table, step_name=step_name)
-        return run_step_sync(step, table, step_name=step_name)
+        return await asyncio.to_thread(run_step_sync, step, table, step_name=step_name)
     with step_errors(step_name):
         result = await step(table)
     return checked_result(result, table.num_rows, step_name)

@@ -56,10 +56,7 @@ class _Run:
 
     steps: tuple[tuple[str, Step], ...]
     is_async: bool
-
-    @property
-    def may_run_on_loop(self) -> bool:
-        return not self.is_async and all(non_blocking(step) for _, step in self.steps)
+    may_run_on_loop: bool  # sync and non-blocking throughout: small tables skip the thread hop
 
 
 def _runs(steps: Sequence[tuple[str, Step]]) -> tuple[_Run, ...]:
@@ -67,9 +64,10 @@ def _runs(steps: Sequence[tuple[str, Step]]) -> tuple[_Run, ...]:
     for name, step in steps:
         is_async = is_async_step(step)
         if runs and not is_async and not runs[-1].is_async:
-            runs[-1] = _Run((*runs[-1].steps, (name, step)), False)
+            last = runs[-1]
+            runs[-1] = _Run((*last.steps, (name, step)), False, last.may_run_on_loop and non_blocking(step))
         else:
-            runs.append(_Run(((name, step),), is_async))
+            runs.append(_Run(((name, step),), is_async, not is_async and non_blocking(step)))
     return tuple(runs)
 
 
@@ -126,9 +124,7 @@ class InlineSegment:
             if run.is_async:
                 raise TypeError("run_sync on a segment with async steps: await the segment instead")
             table, timings = _run_sync(run.steps, table)
-            if self.observe is not None:
-                for (name, _), ms in zip(run.steps, timings, strict=True):
-                    self.observe(name, ms)
+            self._observe(run, timings)
         return table
 
     async def __call__(self, table: pa.Table) -> pa.Table:
@@ -144,10 +140,13 @@ class InlineSegment:
                 loop = asyncio.get_running_loop()
                 executor = _executor.get() or self.executor
                 table, timings = await loop.run_in_executor(executor, partial(_run_sync, run.steps, table))
-            if self.observe is not None:
-                for (name, _), ms in zip(run.steps, timings, strict=True):
-                    self.observe(name, ms)
+            self._observe(run, timings)
         return table
+
+    def _observe(self, run: _Run, timings: list[float]) -> None:
+        if self.observe is not None:
+            for (name, _), ms in zip(run.steps, timings, strict=True):
+                self.observe(name, ms)
 
 
 async def run_segments(segments: Sequence[Segment], table: pa.Table) -> pa.Table:
