@@ -109,18 +109,27 @@ async def editor_upload(
     return Upload(name, file.filename or "", data)
 
 
-async def limited_body(request: Request, limit: int) -> bytes:
-    """The raw body, refused with a 413 as soon as it passes `limit` bytes (not after buffering it all)."""
+async def limited_body(request: Request, limit: int, setting: str = "CORRAL_MAX_PAYLOAD_BYTES") -> bytes:
+    """The raw body, refused with a 413 as soon as it passes `limit` bytes (not after buffering it
+    all; at once when its Content-Length says so)."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(
+            f"the body is {int(length)} bytes, over the limit of {limit}: send less or raise {setting}"
+        )
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(
-                f"the body is over {limit} bytes: send a smaller sample or raise CORRAL_MAX_PAYLOAD_BYTES"
-            )
+            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes: send less or raise {setting}")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def control_body(request: Request) -> bytes:
+    """The body of a JSON control endpoint (specs, traffic, explain requests), capped by CORRAL_MAX_JSON_BYTES."""
+    return await limited_body(request, service().settings.max_json_bytes, "CORRAL_MAX_JSON_BYTES")
 
 
 # The body is raw bytes read from the request, so FastAPI cannot document it on its own.
@@ -139,7 +148,7 @@ TRAFFIC_SHAPE = '{"weights": {"variant": number}, "key": "column" or null, "shad
 
 async def json_body(request: Request, shape: str) -> Any:
     """The request's JSON body; a 400 that shows the expected shape when it is empty or not JSON."""
-    return decode_json(await request.body(), f"JSON like {shape}")
+    return decode_json(await control_body(request), f"JSON like {shape}")
 
 
 def decode_json(body: bytes, expected: str) -> Any:
@@ -284,7 +293,7 @@ def build_api() -> FastAPI:
         svc: ControlService = Depends(service),
     ) -> Response:
         who.require(w, Role.editor)
-        body = await request.body()
+        body = await control_body(request)
         data = parse_spec_body(body, request.headers.get("content-type", ""))
         version, created = await asyncio.to_thread(svc.registry.put_pipeline, who, w, p, data)
         return JSONResponse({"name": p, "version": version}, status_code=201 if created else 200)
@@ -319,7 +328,7 @@ def build_api() -> FastAPI:
         svc: ControlService = Depends(service),
     ) -> dict[str, Any]:
         who.require(w, Role.editor)
-        body = await request.body()
+        body = await control_body(request)
         try:
             params = DeployIn.model_validate_json(body) if body.strip() else DeployIn()
         except ValueError as exc:
@@ -414,7 +423,7 @@ def build_api() -> FastAPI:
     ) -> Response:
         """Create or change a drift assay (JSON or YAML). A changed spec starts its results over."""
         who.require(w, Role.editor)
-        data = parse_spec_body(await request.body(), request.headers.get("content-type", ""), "an assay spec")
+        data = parse_spec_body(await control_body(request), request.headers.get("content-type", ""), "an assay spec")
         described, created = await asyncio.to_thread(svc.assays.put, who, w, a, data)
         return JSONResponse(described, status_code=201 if created else 200)
 
@@ -456,7 +465,7 @@ def build_api() -> FastAPI:
         w: str, a: str, request: Request, who: Principal = Depends(principal), svc: ControlService = Depends(service)
     ) -> Response:
         """The assay's windows over logged history in [start, end), computed now; nothing is stored."""
-        body = await request.body()
+        body = await control_body(request)
         window = decode_json(body, '{"start": ISO time, "end": ISO time}') if body.strip() else {}
         if not isinstance(window, dict) or set(window) - {"start", "end"}:
             raise InvalidInput('send {"start": ISO 8601 time, "end": ISO 8601 time} (both optional)')
@@ -509,7 +518,8 @@ def build_api() -> FastAPI:
         if not state.deployed and svc.deployer.status(w, name, False) != "deploying":
             raise NotFound(f"pipeline {name!r} is not deployed: deploy it with `corral pipelines deploy {name}`")
         headers = {k.lower(): v for k, v in request.headers.items()}
-        forwarded = await svc.forward(w, name, request.method, request.url.path, headers, await request.body())
+        body = await limited_body(request, svc.settings.max_payload_bytes)
+        forwarded = await svc.forward(w, name, request.method, request.url.path, headers, body)
         if forwarded is None:
             raise NotReady(f"pipeline {name!r} is starting: retry in a few seconds", retry_after_s=2)
         status, reply_headers, body = forwarded

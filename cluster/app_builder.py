@@ -13,11 +13,12 @@ from ray.serve.deployment import Application, Deployment
 
 from cluster import code_packages
 from cluster.store.artifacts import ArtifactStore
+from deployments.autoscaling import POLICY_PATH
 from deployments.names import ROUTER_DEPLOYMENT, step_deployment_name
 from deployments.router import PipelineRouter
 from deployments.step import StepDeployment
 from pipelines.errors import InvalidInput
-from pipelines.live_config import RouterConfig, StepConfig
+from pipelines.live_config import RouterConfig, RouterLimits, StepConfig
 from pipelines.placement import inline_steps, router_resources, router_scaling, segments
 from pipelines.spec import Autoscaling, PipelineSpec, StepSpec, TrafficSpec
 
@@ -66,6 +67,15 @@ def scaling_options_of(scaling: Autoscaling) -> dict[str, Any]:
     return {"num_replicas": "auto", "autoscaling_config": config}
 
 
+def router_scaling_options(scaling: Autoscaling) -> dict[str, Any]:
+    """A router's replicas: as any deployment's, but scaled by Corral's policy, which also sees CPU
+    use (Serve's ongoing-request count cannot see a router's backlog: serving.load)."""
+    options = scaling_options_of(scaling)
+    if "autoscaling_config" in options:
+        options["autoscaling_config"]["policy"] = {"policy_function": POLICY_PATH}
+    return options
+
+
 def router_config(
     version: int,
     traffic: TrafficSpec,
@@ -107,6 +117,7 @@ def build_app(
     code_sources: Any,
     max_payload_bytes: int,
     inline_threads: int = 2,
+    request_timeout_s: float = 60.0,
 ) -> Application:
     """The pipeline's Serve application: the router runs every inline segment, each `own` step is a
     deployment of its own. `code_sources(sha256, filename)` returns an upload's sources; they are
@@ -134,19 +145,25 @@ def build_app(
         options["memory"] = resources.memory
     if code.inline_paths:
         options["runtime_env"] = {"py_modules": upload_modules(code.inline_paths)}
+    limits = RouterLimits(
+        max_payload_bytes=max_payload_bytes,
+        max_queued_requests=spec.router.max_queued_requests,
+        max_queue_delay_s=spec.router.max_queue_delay_ms / 1000,
+        request_timeout_s=request_timeout_s,
+    ).model_dump()
     router = cast(Deployment, PipelineRouter).options(
         name=ROUTER_DEPLOYMENT,
         version=code_version(
-            (workspace, pipeline, sorted(chains), inline_specs, code.inline_pins, max_payload_bytes, storage_uri),
+            (workspace, pipeline, sorted(chains), inline_specs, code.inline_pins, limits, storage_uri),
             inline_threads,
         ),
         _internal=True,
         max_constructor_retry_count=2,  # a router whose inline steps cannot start fails the deploy fast
         ray_actor_options=options,
         user_config=router_user_config,
-        **scaling_options_of(router_scaling(spec)),
+        **router_scaling_options(router_scaling(spec)),
     )
-    return router.bind(workspace, pipeline, chains, max_payload_bytes, fetch, inline_threads)
+    return router.bind(workspace, pipeline, chains, limits, fetch, inline_threads)
 
 
 def code_version_of(step: dict[str, Any], storage_uri: str) -> dict[str, Any]:
@@ -167,6 +184,7 @@ def _own_step(
         max_constructor_retry_count=2,  # a step that cannot start fails the deploy fast
         ray_actor_options=actor_options(step, code.own_paths(variant, step)),
         user_config=StepConfig(model_sha256=pinned.get("sha256") if step.model is not None else None).model_dump(),
+        max_queued_requests=step.max_queued_requests,
         **scaling_options(step),
     )
     return deployment.bind(step.model_dump(mode="json"), fetch)

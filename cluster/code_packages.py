@@ -5,17 +5,28 @@ from __future__ import annotations
 import ast
 import io
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from pipelines.errors import InvalidInput
+from pipelines.errors import InvalidInput, PayloadTooLarge
 
 MAX_CODE_BYTES = 20 * 1024 * 1024
 
 
-def read_sources(filename: str, data: bytes) -> dict[str, str]:
+@dataclass(frozen=True)
+class CodeLimits:
+    """What a zip of step code may hold, checked from its directory before anything is expanded
+    (a 1.5 MB zip can hold a 1.5 GB file)."""
+
+    max_files: int = 1_000
+    max_unpacked_bytes: int = 50 * 1024 * 1024
+
+
+def read_sources(filename: str, data: bytes, limits: CodeLimits | None = None) -> dict[str, str]:
     """Map of 'pkg/mod.py' -> source for a `.py` module or a `.zip` package; rejects anything else."""
+    limits = limits or CodeLimits()
     if len(data) > MAX_CODE_BYTES:
-        raise InvalidInput(f"code upload is {len(data)} bytes; the limit is {MAX_CODE_BYTES}")
+        raise PayloadTooLarge(f"code upload is {len(data)} bytes; the limit is {MAX_CODE_BYTES}")
     name = PurePosixPath(filename).name
     if name.endswith(".py"):
         stem = name[:-3]
@@ -30,17 +41,39 @@ def read_sources(filename: str, data: bytes) -> dict[str, str]:
             archive = zipfile.ZipFile(io.BytesIO(data))
         except zipfile.BadZipFile as exc:
             raise InvalidInput(f"{name} is not a valid zip archive: {exc}") from exc
+        members = archive.infolist()
+        _check_archive_size(name, members, limits)
         sources = {}
-        for info in archive.infolist():
+        for info in members:
             path = PurePosixPath(info.filename)
             if path.is_absolute() or ".." in path.parts:
                 raise InvalidInput(f"{name} holds an unsafe path {info.filename!r}: use relative paths only")
             if info.filename.endswith(".py"):
-                sources[str(path)] = archive.read(info).decode("utf-8", errors="replace")
+                with archive.open(info) as member:
+                    # At most the size the directory declared: a forged directory cannot make us expand more.
+                    source = member.read(info.file_size + 1)
+                if len(source) > info.file_size:
+                    raise InvalidInput(f"{name} is corrupt: {info.filename!r} is larger than its directory says")
+                sources[str(path)] = source.decode("utf-8", errors="replace")
         if not sources:
             raise InvalidInput(f"{name} holds no .py files: zip a package directory with its __init__.py")
         return sources
     raise InvalidInput(f"code file {name!r} must be a .py module or a .zip package")
+
+
+def _check_archive_size(name: str, members: list[zipfile.ZipInfo], limits: CodeLimits) -> None:
+    if len(members) > limits.max_files:
+        raise PayloadTooLarge(
+            f"{name} holds {len(members):,} files, above the limit of {limits.max_files:,}: zip only the "
+            "package's sources, or raise CORRAL_MAX_CODE_FILES"
+        )
+    unpacked = sum(info.file_size for info in members)
+    if unpacked > limits.max_unpacked_bytes:
+        raise PayloadTooLarge(
+            f"{name} expands to {unpacked:,} bytes, above the limit of {limits.max_unpacked_bytes:,}: zip only the "
+            "package's sources (no data or models: upload those as models or datasets), or raise "
+            "CORRAL_MAX_CODE_UNPACKED_BYTES"
+        )
 
 
 def top_level_modules(sources: dict[str, str]) -> list[str]:

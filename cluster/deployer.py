@@ -77,6 +77,7 @@ class Deployer:
             code_sources=self.registry.code_sources,
             max_payload_bytes=self.settings.max_payload_bytes,
             inline_threads=self.settings.inline_threads,
+            request_timeout_s=self.settings.request_timeout_s,
         )
         await asyncio.to_thread(
             serve.run, application, name=app, route_prefix=route_prefix(workspace, name), blocking=False

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -220,8 +221,16 @@ def deploy_assay_scheduler(settings: CorralSettings) -> None:
     serve.run(scheduler.bind(settings.assay_tick_s), name=ASSAYS_APP, route_prefix=None, blocking=False)
 
 
-def drain_logs(say: Say) -> None:
-    """Stop pipeline apps first (routers flush their log buffers on the way out), then the sink merges."""
+# Bounds of `corral down`: pipeline apps stop together (one at a time, blocking, took minutes with
+# many apps), then the log sink merges its small files; past a bound, down goes on.
+APPS_STOP_TIMEOUT_S = 20.0
+SINK_FLUSH_TIMEOUT_S = 15.0
+SERVE_SHUTDOWN_TIMEOUT_S = 15.0
+
+
+def drain_logs(say: Say, timeout_s: float = APPS_STOP_TIMEOUT_S) -> None:
+    """Stop pipeline apps first, all at once (routers flush their log buffers on the way out), then
+    the sink merges; each step bounded, with a progress line every few seconds."""
     from ray import serve
 
     apps = [name for name in serve.status().applications if name not in SYSTEM_APPS]
@@ -229,11 +238,28 @@ def drain_logs(say: Say) -> None:
         say(f"stopping {len(apps)} pipeline application(s); their last log rows are flushed")
     for name in apps:
         try:
-            serve.delete(name)
+            serve.delete(name, _blocking=False)
         except Exception as exc:  # keep going: the other apps' logs matter too
             say(f"could not stop {name}: {exc}")
+    started = last_report = time.monotonic()
+    while apps:
+        left = [name for name in apps if name in serve.status().applications]
+        now = time.monotonic()
+        if not left:
+            break
+        if now - started > timeout_s:
+            say(
+                f"{len(left)} application(s) still stopping after {timeout_s:.0f} s ({', '.join(left)}): going on; "
+                "rows they had not flushed (at most their last 0.1 s of traffic) may be lost"
+            )
+            break
+        if now - last_report >= 5:
+            say(f"  {len(apps) - len(left)} of {len(apps)} stopped")
+            last_report = now
+        time.sleep(0.25)
     with contextlib.suppress(Exception):
-        serve.get_deployment_handle(LOG_SINK_DEPLOYMENT, app_name=LOGS_APP).flush.remote().result(timeout_s=120)
+        handle = serve.get_deployment_handle(LOG_SINK_DEPLOYMENT, app_name=LOGS_APP)
+        handle.flush.remote().result(timeout_s=SINK_FLUSH_TIMEOUT_S)
 
 
 def down(settings: CorralSettings, say: Say = print) -> None:
@@ -257,7 +283,12 @@ def down(settings: CorralSettings, say: Say = print) -> None:
             _connect("auto")
             say("stopping Serve (in-flight requests finish)")
             drain_logs(say)
-            serve.shutdown()
+            # Bounded: what is left (the system apps) goes with the Ray processes below anyway.
+            stopper = threading.Thread(target=serve.shutdown, daemon=True)
+            stopper.start()
+            stopper.join(SERVE_SHUTDOWN_TIMEOUT_S)
+            if stopper.is_alive():
+                say(f"Serve did not stop within {SERVE_SHUTDOWN_TIMEOUT_S:.0f} s: stopping Ray's processes")
         except Exception as exc:  # the cluster is going away anyway
             say(f"serve shutdown: {exc}")
         import ray

@@ -64,9 +64,12 @@ class ResolvedStep:
 class Registry:
     """All reads and writes of the registry database and the artifact store."""
 
-    def __init__(self, db: Database, artifacts: ArtifactStore) -> None:
+    def __init__(
+        self, db: Database, artifacts: ArtifactStore, code_limits: code_packages.CodeLimits | None = None
+    ) -> None:
         self.db = db
         self.artifacts = artifacts
+        self.code_limits = code_limits or code_packages.CodeLimits()
 
     # --- auth -------------------------------------------------------------------------------
     def ensure_admin(self, token_hash: str) -> None:
@@ -180,7 +183,7 @@ class Registry:
             check_name("code", name)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from exc
-        sources = code_packages.read_sources(filename, data)
+        sources = code_packages.read_sources(filename, data, self.code_limits)
         modules = code_packages.top_level_modules(sources)
         digest = self.artifacts.put(data)
         with self.db.session() as s:

@@ -11,6 +11,7 @@ from ray import serve
 
 from cluster.assays import AssayService
 from cluster.auth import Principal, Role
+from cluster.code_packages import CodeLimits
 from cluster.deployer import Deployer
 from cluster.explanations import ExplainService
 from cluster.registry import Registry, spec_errors
@@ -45,7 +46,8 @@ class ControlService:
         global _current
         self.settings = settings
         settings.home.mkdir(parents=True, exist_ok=True)
-        self.registry = Registry(Database(settings.db_url), ArtifactStore(settings.artifacts_uri))
+        limits = CodeLimits(max_files=settings.max_code_files, max_unpacked_bytes=settings.max_code_unpacked_bytes)
+        self.registry = Registry(Database(settings.db_url), ArtifactStore(settings.artifacts_uri), limits)
         if admin_token_hash:
             self.registry.ensure_admin(admin_token_hash)
         self.deployer = Deployer(settings, self.registry)

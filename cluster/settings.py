@@ -30,6 +30,16 @@ class CorralSettings(BaseSettings):
         default=2, ge=1, le=64, description="worker threads per router replica for inline steps on large tables"
     )
     deploy_timeout_s: float = Field(default=300, gt=0)
+    max_json_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="body limit of the control API's JSON endpoints"
+    )
+    max_code_files: int = Field(default=1_000, ge=1, description="files a step-code zip may hold")
+    max_code_unpacked_bytes: int = Field(
+        default=50 * 1024 * 1024, ge=1024, description="bytes a step-code zip may expand to"
+    )
+    request_timeout_s: float = Field(
+        default=60, gt=0, le=3600, description="an inference request's deadline unless X-Corral-Timeout-Ms says"
+    )
     assay_tick_s: float = Field(default=5.0, gt=0, description="how often the assay scheduler looks for due windows")
     explain_timeout_s: float = Field(
         default=120, gt=0, le=3600, description="default time budget of an explanation (params.timeout_s overrides)"

@@ -34,15 +34,17 @@ from monitoring.metrics import (
 )
 from pipelines.errors import InvalidInput, NotReady
 from pipelines.ipc import table_to_ipc
-from pipelines.live_config import RouterConfig
+from pipelines.live_config import RouterConfig, RouterLimits
 from pipelines.loading import FetchArtifact, load_step
 from pipelines.rules import parse_rules
 from pipelines.spec import StepSpec
 from pipelines.step import Step
+from serving.admission import Admission
 from serving.auth import AuthCache
 from serving.dataplane import DataPlane
 from serving.errors import as_domain_error
 from serving.http import HttpEdge
+from serving.load import BUSY_METRIC, CpuMeter
 from serving.log_buffer import LogBuffer, concat_tables
 from serving.segments import CoalescingSegment, InlineSegment, Segment
 from serving.shadows import ShadowOutcome
@@ -134,14 +136,16 @@ class PipelineRouter:
         workspace: str,
         pipeline: str,
         chains: dict[str, list[SegmentPlan]],
-        max_payload_bytes: int,
+        limits: dict[str, Any],
         fetch_artifact: FetchArtifact,
         inline_threads: int = 2,
     ) -> None:
+        bounds = RouterLimits.model_validate(limits)
         self.workspace = workspace
         self.pipeline = pipeline
         self.fetch_artifact = fetch_artifact
         self.telemetry = _Telemetry(workspace, pipeline)
+        self.cpu = CpuMeter()
         # Few threads: inline steps are mostly GIL-bound, and more threads than cores only trade the
         # GIL back and forth (measured: 1 thread beat the default pool of 6 by 1.2x at c=16 here).
         self.executor = ThreadPoolExecutor(inline_threads, thread_name_prefix="corral-inline")
@@ -167,8 +171,13 @@ class PipelineRouter:
             self.plane,
             AuthCache(verify),
             prefix=route_prefix(workspace, pipeline),
-            max_payload_bytes=max_payload_bytes,
+            max_payload_bytes=bounds.max_payload_bytes,
             count_request=self.telemetry.count_request,
+            admission=Admission(
+                max_queued_requests=bounds.max_queued_requests,
+                max_queue_delay_s=bounds.max_queue_delay_s,
+                default_timeout_s=bounds.request_timeout_s,
+            ),
         )
         self.sink: DeploymentHandle = serve.get_deployment_handle(LOG_SINK_DEPLOYMENT, app_name=LOGS_APP)
         self.logs = LogBuffer(self._send_logs, on_drop=self._count_dropped_logs, build=_build_log_rows)
@@ -217,10 +226,12 @@ class PipelineRouter:
 
     # --- HTTP -----------------------------------------------------------------------------------
     async def __call__(self, request: Request) -> Response:
-        headers = {k.lower(): v for k, v in request.headers.items()}
+        # Straight from the ASGI scope: request.headers and request.url build objects per request.
+        scope = request.scope
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
         reply = self.edge.refuse_early(headers)
         if reply is None:
-            reply = await self.edge.handle(request.method, request.url.path, headers, await request.body())
+            reply = await self.edge.handle(request.method, scope["path"], headers, await request.body())
         status, reply_headers, payload = reply
         return Response(payload, status_code=status, headers=reply_headers)
 
@@ -280,6 +291,10 @@ class PipelineRouter:
         """Run one variant's chain on a table, unlogged and not mirrored to shadows (explainers)."""
         return await self.plane.predict(table, variant)
 
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve asks every few seconds: the CPU this replica used (deployments.autoscaling scales on it)."""
+        return {BUSY_METRIC: self.cpu.read()}
+
     async def info(self) -> dict[str, Any]:
         """What this replica serves: version, traffic, inline models (for tests and operators)."""
         config = self.plane.config
@@ -292,6 +307,7 @@ class PipelineRouter:
             "replica": serve.get_replica_context().replica_id.unique_id,
             "shadows": self.plane.shadows.stats(),
             "logs": self.logs.stats(),
+            "admission": self.edge.admission.stats() if self.edge.admission else {},
         }
 
 

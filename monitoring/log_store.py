@@ -30,8 +30,18 @@ from monitoring.log_schema import ERROR, INFERENCES, OUT, REQUEST_ID, ROW, SHADO
 log = logging.getLogger("corral.logs")
 
 KINDS = (INFERENCES, SHADOWS)
+# Compaction merges files below this size: a merged file this large is final (rewriting it with every
+# merge made the sink's work per merge grow with the day's log, and its memory with it).
+SMALL_FILE_BYTES = 16 * 2**20
 # A shadow call may finish up to its timeout after the primary reply was logged.
 SHADOW_LAG = timedelta(seconds=60)
+
+
+def _size(path: Path) -> float:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # gone since the folder was listed: nothing to merge
+        return float("inf")
 
 
 def _quote(name: str) -> str:
@@ -104,12 +114,14 @@ class LogStore:
         os.replace(tmp, folder / name)
         return folder / name
 
-    def compact(self, min_files: int = 16) -> int:
-        """Merge each partition that holds at least `min_files` files into one file; returns merges."""
+    def compact(self, min_files: int = 16, small_bytes: int = SMALL_FILE_BYTES) -> int:
+        """Merge the small files (under `small_bytes`) of each partition that holds at least `min_files`
+        of them into one file; returns merges. Files already that large are left alone, so a merge
+        costs what was written since the last one, not the whole day logged so far."""
         merged = 0
         for kind in KINDS:
             for folder in sorted((self.root / kind).glob("workspace=*/pipeline=*/date=*")):
-                parts = sorted(folder.glob("part-*.parquet"))
+                parts = [p for p in sorted(folder.glob("part-*.parquet")) if _size(p) < small_bytes]
                 if len(parts) < max(min_files, 2):
                     continue
                 with self._locked(exclusive=True):

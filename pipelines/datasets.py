@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from pipelines.codecs.arrow import FILE_TYPE, STREAM_TYPE, decode_arrow
 from pipelines.codecs.base import WireFormat
 from pipelines.codecs.records import decode_records
-from pipelines.errors import BadPayload, InvalidInput, UnsupportedMediaType
+from pipelines.errors import BadPayload, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from pipelines.spec import check_name
 
 PARQUET_TYPE = "application/vnd.apache.parquet"
@@ -26,6 +26,7 @@ CSV_TYPE = "text/csv"
 JSON_TYPE = "application/json"
 OCTET_STREAM = "application/octet-stream"
 MAX_ROWS = 1_000_000
+MAX_PARQUET_UNPACKED_BYTES = 512 * 2**20  # what a Parquet upload may expand to in memory
 
 _PARQUET_MAGIC = b"PAR1"
 _ARROW_FILE_MAGIC = b"ARROW1"
@@ -60,7 +61,7 @@ def check_table(table: pa.Table) -> pa.Table:
     if table.num_rows == 0:
         raise InvalidInput("the dataset has no rows: send at least one row of data below the column names")
     if table.num_rows > MAX_ROWS:
-        raise InvalidInput(_too_many_rows(table.num_rows))
+        raise PayloadTooLarge(_too_many_rows(table.num_rows))
     _check_names(table.column_names)
     for field in table.schema:
         _check_type(field)
@@ -139,15 +140,22 @@ def _read_parquet(data: bytes) -> pa.Table:
     try:
         parquet = pq.ParquetFile(pa.BufferReader(data))
         # Parquet compresses well: a small body can hold billions of rows, so trust the footer first.
-        rows = parquet.metadata.num_rows
-        table = parquet.read() if rows <= MAX_ROWS else None
+        meta = parquet.metadata
+        rows = meta.num_rows
+        unpacked = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        table = parquet.read() if rows <= MAX_ROWS and unpacked <= MAX_PARQUET_UNPACKED_BYTES else None
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
         raise BadPayload(
             f"could not read the Parquet file ({exc}); send a complete file written by "
             "pandas.DataFrame.to_parquet or pyarrow.parquet.write_table"
         ) from None
+    if table is None and rows > MAX_ROWS:
+        raise PayloadTooLarge(_too_many_rows(rows))
     if table is None:
-        raise InvalidInput(_too_many_rows(rows))
+        raise PayloadTooLarge(
+            f"the Parquet file expands to {unpacked:,} bytes, above the limit of {MAX_PARQUET_UNPACKED_BYTES:,}: "
+            "upload a sample of the rows or fewer columns"
+        )
     return table
 
 

@@ -51,6 +51,14 @@ class NotReady(CorralError):
         self.retry_after_s = retry_after_s
 
 
+class Overloaded(NotReady):
+    """The pipeline's bounded queue is full: refused at once so the caller can retry or go elsewhere."""
+
+
+class DeadlineExceeded(CorralError):
+    """The request's deadline passed before its reply was ready; the work left was cancelled."""
+
+
 class StepFailed(CorralError):
     """User step code raised, or returned something other than one table row per input row.
 

@@ -35,3 +35,14 @@ class StepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model_sha256: str | None = None
+
+
+class RouterLimits(BaseModel):
+    """What bounds a router replica's work (fixed for its lifetime: a change restarts the router)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_payload_bytes: int = Field(gt=0)
+    max_queued_requests: int = Field(default=256, ge=1)
+    max_queue_delay_s: float = Field(default=1.0, gt=0)
+    request_timeout_s: float = Field(default=60.0, gt=0)

@@ -85,6 +85,9 @@ class StepSpec(_Strict):
     resources: Resources = Field(default_factory=Resources)
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     placement: Placement = "auto"
+    max_queued_requests: int = Field(
+        default=128, ge=1, le=100_000, description="an own step's Serve queue bound: beyond it callers get a 503"
+    )
 
     @field_validator("name")
     @classmethod
@@ -194,6 +197,10 @@ class RouterSpec(_Strict):
     """The pipeline's ingress router: its replicas (any number; traffic splits stay exact) and CPUs."""
 
     num_cpus: float = Field(default=0.25, ge=0)
+    # Backpressure (serving.admission): a replica refuses new requests with a 503 + Retry-After when
+    # this many are in flight, or when requests wait longer than this to start.
+    max_queued_requests: int = Field(default=256, ge=1, le=100_000)
+    max_queue_delay_ms: int = Field(default=1_000, ge=1, le=600_000)
     # Two replicas at most by default: one Python process cannot use both cores of a small machine.
     autoscaling: Autoscaling = Field(
         default_factory=lambda: Autoscaling(

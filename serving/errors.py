@@ -21,6 +21,7 @@ STATUS: dict[type[e.CorralError], int] = {
     e.UnsupportedMediaType: 415,
     e.InvalidInput: 422,
     e.NotReady: 503,
+    e.DeadlineExceeded: 504,
     e.StepFailed: 422,  # the pipeline's own step: its author fixes it, the replica keeps serving
     e.InternalError: 500,
 }

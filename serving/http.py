@@ -7,6 +7,7 @@ through a handle, and tests. Domain errors become statuses here and nowhere deep
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Callable
@@ -15,8 +16,9 @@ from typing import Any
 import orjson
 
 from pipelines.codecs import decode_request, encode_response
-from pipelines.errors import NotFound, PayloadTooLarge
+from pipelines.errors import DeadlineExceeded, NotFound, PayloadTooLarge
 from pipelines.live_config import RouterConfig
+from serving.admission import Admission
 from serving.auth import AuthCache
 from serving.dataplane import DataPlane
 from serving.errors import as_domain_error, error_parts
@@ -39,8 +41,10 @@ class HttpEdge:
         prefix: str,
         max_payload_bytes: int,
         count_request: CountRequest | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.plane = plane
+        self.admission = admission
         self.auth = auth
         self.prefix = prefix
         self.max_payload_bytes = max_payload_bytes
@@ -68,7 +72,19 @@ class HttpEdge:
                 suffix = self._strip_version(suffix, config)
             if suffix == "/infer" and method == "POST":
                 await self.auth.authorize(headers)
-                return await self._infer(headers, body, config)
+                if self.admission is None:
+                    return await self._infer(headers, body, config)
+                timeout_s = self.admission.timeout_s(headers)
+                with self.admission.admitted():
+                    try:
+                        async with asyncio.timeout(timeout_s):
+                            return await self._infer(headers, body, config)
+                    except TimeoutError:
+                        raise DeadlineExceeded(
+                            f"the request's deadline of {timeout_s * 1000:.0f} ms passed before its reply was "
+                            "ready; the rest of its work was cancelled: allow more with X-Corral-Timeout-Ms "
+                            "(or CORRAL_REQUEST_TIMEOUT_S), or send smaller batches"
+                        ) from None
             if suffix == "/ready" and method == "GET":
                 probe = headers.get(PROBE_HEADER)
                 if not (probe and hashlib.sha256(probe.encode()).hexdigest() == config.probe_hash):

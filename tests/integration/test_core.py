@@ -176,6 +176,23 @@ def test_payload_over_limit_is_413(fraud_pipeline, http, admin_headers, corral) 
     assert "CORRAL_MAX_PAYLOAD_BYTES" in reply.json()["error"]
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/workspaces/default/pipelines/huge",
+        "/api/v1/workspaces/default/pipelines/fraud/traffic",
+        "/api/v1/workspaces/default/pipelines/fraud/explain",
+    ],
+)
+def test_a_control_body_over_the_json_limit_is_413(fraud_pipeline, http, admin_headers, path) -> None:
+    big = b'{"steps": [' + b" " * (8 * 1024 * 1024) + b"]}"  # CORRAL_MAX_JSON_BYTES is 8 MiB by default
+    method = "POST" if path.endswith("explain") else "PUT"
+    reply = http.request(method, path, content=big, headers={**admin_headers, "content-type": "application/json"})
+    assert reply.status_code == 413, reply.text
+    assert "over the limit of 8388608" in reply.json()["error"] and "CORRAL_MAX_JSON_BYTES" in reply.json()["error"]
+    assert http.get("/api/v1/workspaces/default/pipelines/huge", headers=admin_headers).status_code == 404
+
+
 def test_unknown_pipeline_is_404(corral, http, admin_headers) -> None:
     reply = _post(http, admin_headers, b"[]", RECORDS, "/ws/default/v2/models/nope/infer")
     assert reply.status_code == 404

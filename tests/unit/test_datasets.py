@@ -19,7 +19,7 @@ from cluster.store.artifacts import ArtifactStore
 from cluster.store.db import Database
 from pipelines import datasets
 from pipelines.datasets import parse_dataset_ref, read_dataset, to_parquet
-from pipelines.errors import BadPayload, Forbidden, InvalidInput, NotFound, UnsupportedMediaType
+from pipelines.errors import BadPayload, Forbidden, InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
 
 ADMIN = Principal(Role.admin, None)
 TABLE = pa.table(
@@ -146,8 +146,15 @@ def test_binary_columns_are_refused() -> None:
 def test_row_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(datasets, "MAX_ROWS", 2)
     for encode, content_type in (ENCODINGS["parquet"], ENCODINGS["arrow file"], ENCODINGS["csv"]):
-        with pytest.raises(InvalidInput, match="above the limit of 2: upload a sample"):
+        with pytest.raises(PayloadTooLarge, match="above the limit of 2: upload a sample"):
             read_dataset(encode(TABLE), content_type)
+
+
+def test_a_parquet_file_that_expands_past_the_limit_is_refused_from_its_footer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(datasets, "MAX_PARQUET_UNPACKED_BYTES", 10)
+    encode, content_type = ENCODINGS["parquet"]
+    with pytest.raises(PayloadTooLarge, match=r"expands to [\d,]+ bytes, above the limit of 10"):
+        read_dataset(encode(TABLE), content_type)
 
 
 def test_dataset_refs() -> None:

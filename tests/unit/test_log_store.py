@@ -88,6 +88,24 @@ def test_compaction_merges_files_and_loses_nothing(tmp_path: Path) -> None:
     assert sorted(set(table.column("request_id").to_pylist())) == sorted(f"r{i}" for i in range(20))
 
 
+def test_compaction_leaves_large_files_alone(tmp_path: Path) -> None:
+    """A merged file over the size limit is final: later merges take only the small files written since."""
+    store = LogStore(tmp_path)
+    folder = store.partition(INFERENCES, "ws", "fraud", T0.date())
+    for i in range(4):
+        store.write(INFERENCES, "ws", "fraud", _request(i, T0 - timedelta(seconds=10 - i), n=3))
+    assert store.compact(min_files=2) == 1
+    (first,) = folder.glob("*.parquet")
+    for i in range(4, 8):
+        store.write(INFERENCES, "ws", "fraud", _request(i, T0 - timedelta(seconds=10 - i), n=3))
+    assert store.compact(min_files=2, small_bytes=first.stat().st_size) == 1  # the first merge is "large"
+    files = sorted(folder.glob("*.parquet"))
+    assert len(files) == 2 and first in files
+    table = store.query("ws", "fraud", *FAR, limit=1000)
+    assert sorted(set(table.column("request_id").to_pylist())) == sorted(f"r{i}" for i in range(8))
+    assert store.compact(min_files=2, small_bytes=first.stat().st_size) == 0  # one small file: nothing to merge
+
+
 def test_values_of_a_column_and_column_names(tmp_path: Path) -> None:
     store = LogStore(tmp_path)
     for i in range(4):

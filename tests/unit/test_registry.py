@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +11,12 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from cluster.auth import Principal, Role, hash_token
+from cluster.code_packages import CodeLimits
 from cluster.convert import to_onnx
 from cluster.registry import Registry
 from cluster.store.artifacts import ArtifactStore
 from cluster.store.db import Database
-from pipelines.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from pipelines.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge, Unauthenticated
 
 ADMIN = Principal(Role.admin, None)
 
@@ -144,3 +147,36 @@ def test_uploaded_code_is_checked_by_parsing_not_importing(registry: Registry) -
         )
     with pytest.raises(InvalidInput, match=r"\.py module or a \.zip"):
         registry.upload_code(ADMIN, "default", "bad", "steps.exe", b"MZ")
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_a_zip_bomb_is_a_413_before_it_is_expanded(registry: Registry) -> None:
+    # 60 MB of one byte compress to ~60 KB: over the 50 MB unpacked limit, refused from the directory
+    bomb = _zip({"steps/__init__.py": b"", "steps/data.py": b"#" * (60 * 1024 * 1024)})
+    assert len(bomb) < 1024 * 1024
+    with pytest.raises(PayloadTooLarge, match=r"expands to 62,914,560 bytes, above the limit of 52,428,800") as info:
+        registry.upload_code(ADMIN, "default", "bomb", "steps.zip", bomb)
+    assert "CORRAL_MAX_CODE_UNPACKED_BYTES" in info.value.message
+    fine = registry.upload_code(ADMIN, "default", "bomb", "steps.py", b"class A:\n    pass\n")
+    assert fine["version"] == 1  # the refused upload stored no version
+
+
+def test_a_zip_of_too_many_files_is_a_413_naming_the_setting(tmp_path: Path) -> None:
+    small = Registry(
+        Database(f"sqlite:///{tmp_path / 'c.db'}"),
+        ArtifactStore(str(tmp_path / "artifacts")),
+        CodeLimits(max_files=3, max_unpacked_bytes=10_000),
+    )
+    small.ensure_admin(hash_token("t"))
+    many = _zip({f"pkg/m{i}.py": b"x = 1\n" for i in range(4)})
+    with pytest.raises(PayloadTooLarge, match=r"holds 4 files, above the limit of 3.*CORRAL_MAX_CODE_FILES"):
+        small.upload_code(ADMIN, "default", "many", "pkg.zip", many)
+    fits = _zip({"pkg/__init__.py": b"", "pkg/steps.py": b"class A:\n    pass\n"})
+    assert small.upload_code(ADMIN, "default", "fits", "pkg.zip", fits)["modules"] == ["pkg"]

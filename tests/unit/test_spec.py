@@ -55,6 +55,10 @@ def test_contract_example_parses() -> None:
         ({"steps": [{"name": "a", "model": "m"}], "traffic": {"weights": {"other": 1}}}, "unknown variants"),
         ({"steps": [{"name": "a", "model": "m"}], "traffic": {"weights": {"main": 0}}}, "all zero"),
         ({"steps": [{"name": "a", "model": "m"}], "traffic": {"weights": {"main": -1}}}, "negative"),
+        ({"steps": [{"name": "a", "model": "m", "max_queued_requests": 0}]}, "greater than or equal to 1"),
+        ({"steps": [{"name": "a", "model": "m"}], "router": {"max_queued_requests": 0}}, "greater than or equal to 1"),
+        ({"steps": [{"name": "a", "model": "m"}], "router": {"max_queue_delay_ms": 0}}, "greater than or equal to 1"),
+        ({"steps": [{"name": "a", "model": "m"}], "router": {"max_queue_delay_ms": "soon"}}, "valid integer"),
         (
             {"steps": [{"name": "a", "model": "m", "autoscaling": {"min_replicas": 3, "max_replicas": 2}}]},
             "min_replicas",

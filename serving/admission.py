@@ -1,0 +1,94 @@
+"""Admission at a router replica: a bounded queue and request deadlines.
+
+A router refuses work it cannot start soon (503 + Retry-After) instead of letting every caller
+wait: at most `max_queued_requests` requests in flight per replica, and none admitted while the
+event loop runs more than `max_queue_delay_s` behind (requests a CPU-bound replica has read but
+not started wait there, where no counter sees them). Each admitted request has a deadline, from
+`X-Corral-Timeout-Ms` or the default; past it the work left is cancelled and the caller gets a 504.
+Shadow calls are not admitted here: they have their own bounded backlog (serving.shadows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pipelines.errors import BadPayload, Overloaded
+
+TIMEOUT_HEADER = "x-corral-timeout-ms"
+MAX_TIMEOUT_MS = 3_600_000
+LAG_PROBE_S = 0.05  # how often the event loop's delay is measured
+
+
+class Admission:
+    """Counts a replica's requests in flight and watches its event loop's delay."""
+
+    def __init__(self, *, max_queued_requests: int, max_queue_delay_s: float, default_timeout_s: float) -> None:
+        self.max_queued_requests = max_queued_requests
+        self.max_queue_delay_s = max_queue_delay_s
+        self.default_timeout_s = default_timeout_s
+        self.in_flight = 0
+        self.loop_delay_s = 0.0
+        self.refused = 0
+        self.arrivals = 0
+        self.watcher: asyncio.Task[None] | None = None
+
+    def timeout_s(self, headers: dict[str, str]) -> float:
+        """The request's time budget in seconds: its X-Corral-Timeout-Ms header, else the default."""
+        raw = headers.get(TIMEOUT_HEADER)
+        if raw is None:
+            return self.default_timeout_s
+        if not raw.strip().isdigit() or not 0 < int(raw) <= MAX_TIMEOUT_MS:
+            raise BadPayload(
+                f"X-Corral-Timeout-Ms must be a whole number of milliseconds from 1 to {MAX_TIMEOUT_MS}, "
+                f"not {raw!r}: send for example X-Corral-Timeout-Ms: 500, or leave it out for the default"
+            )
+        return int(raw) / 1000
+
+    @contextmanager
+    def admitted(self) -> Iterator[None]:
+        """Hold a place in the queue for the block, or raise Overloaded (503) when there is none."""
+        self.arrivals += 1
+        self._watch()
+        if self.in_flight >= self.max_queued_requests:
+            self.refused += 1
+            raise Overloaded(
+                f"pipeline is overloaded: {self.in_flight} requests in flight in this replica (the limit, "
+                "router.max_queued_requests): retry after the Retry-After seconds, or allow more replicas",
+                retry_after_s=1,
+            )
+        if self.loop_delay_s > self.max_queue_delay_s:
+            self.refused += 1
+            raise Overloaded(
+                f"pipeline is overloaded: requests wait {self.loop_delay_s * 1000:.0f} ms to start in this "
+                f"replica (the limit is {self.max_queue_delay_s * 1000:.0f} ms, router.max_queue_delay_ms): "
+                "retry after the Retry-After seconds, or allow more replicas",
+                retry_after_s=1,
+            )
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
+    def stats(self) -> dict[str, float]:
+        return {"in_flight": self.in_flight, "refused": self.refused, "loop_delay_ms": self.loop_delay_s * 1000}
+
+    def _watch(self) -> None:
+        if self.watcher is None or self.watcher.done():
+            self.watcher = asyncio.get_running_loop().create_task(self._measure_loop_delay())
+
+    async def _measure_loop_delay(self) -> None:
+        """How late a timer fires is how long the callbacks queued before it took: the wait of a
+        request read now. Measured every LAG_PROBE_S while there is traffic, then left to rest."""
+        idle_probes = 0
+        while idle_probes < 20:
+            arrivals, started = self.arrivals, time.perf_counter()
+            await asyncio.sleep(LAG_PROBE_S)
+            delay = max(0.0, time.perf_counter() - started - LAG_PROBE_S)
+            self.loop_delay_s = max(delay, self.loop_delay_s / 2)  # a backlog drains over a few probes
+            idle = self.arrivals == arrivals and self.in_flight == 0
+            idle_probes = idle_probes + 1 if idle else 0
+        self.loop_delay_s = 0.0
