@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -11,10 +12,10 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import yaml
-from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cluster.auth import Principal, Role
@@ -31,8 +32,10 @@ from pipelines.errors import (
     NotFound,
     NotReady,
     PayloadTooLarge,
+    Unauthenticated,
     UnsupportedMediaType,
 )
+from serving.auth import client_of
 from serving.errors import error_response
 
 API = "/api/v1"
@@ -63,9 +66,33 @@ class WorkspaceIn(BaseModel):
     name: str
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: float | str) -> float:
+    """Seconds in a duration: a number of seconds, or text like '45s', '15m', '12h', '30d', '2w'."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value).lower())
+        if match is None:
+            raise ValueError(f"{value!r} is not a duration: use seconds (3600) or text like '12h', '30d'")
+        seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
+    if not 0 < seconds <= 10 * 365 * 86400:
+        raise ValueError(f"{value!r} must be more than 0 s and at most 10 years")
+    return seconds
+
+
 class TokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: str
+    expires_in: float | str | None = Field(default=None, description="seconds, or text like '12h' or '30d'")
+
+    @field_validator("expires_in")
+    @classmethod
+    def _duration(cls, v: float | str | None) -> float | None:
+        return None if v is None else parse_duration(v)
 
 
 class DeployIn(BaseModel):
@@ -80,7 +107,30 @@ def service() -> ControlService:
 def principal(request: Request, svc: ControlService = Depends(service)) -> Principal:
     header = request.headers.get("authorization", "")
     token = header[7:].strip() if header[:7].lower() == "bearer " else None
-    return svc.registry.authenticate(token)
+    try:
+        who = svc.registry.authenticate(token)
+    except Unauthenticated as exc:
+        peer = request.client.host if request.client else None
+        raise svc.auth_failures.failed(client_of(dict(request.headers), peer), exc) from None
+    request.state.principal = who  # for the audit row of this request
+    return who
+
+
+# Requests that change the control plane, each recorded in the audit log; explain and assay
+# previews compute without changing anything.
+AUDITED_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+UNAUDITED_SUFFIXES = ("/explain", "/preview")
+
+
+def _audit_target(path: str) -> tuple[str | None, str] | None:
+    """(workspace, target) of an audited control-plane path, or None for paths that are not audited."""
+    if not path.startswith(API + "/") or path.endswith(UNAUDITED_SUFFIXES):
+        return None
+    rest = path[len(API) + 1 :]
+    parts = rest.split("/")
+    if parts[0] == "workspaces" and len(parts) > 1:
+        return parts[1], "/".join(parts[2:]) or "workspace"
+    return None, rest
 
 
 @dataclass(frozen=True)
@@ -184,6 +234,24 @@ def build_api() -> FastAPI:
         redoc_url=None,
     )
 
+    @app.middleware("http")
+    async def _audit(request: Request, call_next: Any) -> Response:
+        where = _audit_target(request.url.path) if request.method in AUDITED_METHODS else None
+        if where is None:
+            return await call_next(request)  # type: ignore[no-any-return]
+        status = 500
+        try:
+            response: Response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            who = getattr(request.state, "principal", None)
+            try:
+                record = service().registry.record_audit
+                await asyncio.to_thread(record, who, where[0], request.method, where[1], status)
+            except Exception:  # an audit row that cannot be written must not change the reply
+                log.exception("could not write the audit row of %s %s", request.method, request.url.path)
+
     @app.exception_handler(CorralError)
     async def _domain(_: Request, exc: CorralError) -> Response:
         return error_response(exc)
@@ -220,8 +288,38 @@ def build_api() -> FastAPI:
     @app.post(f"{API}/workspaces/{{w}}/tokens", status_code=201)
     def create_token(
         w: str, body: TokenIn, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> dict[str, str]:
-        return {"token": svc.registry.create_token(who, w, body.role), "role": body.role}
+    ) -> dict[str, Any]:
+        """A new token `{id, token, role, expires_at}` (owner); the secret is shown only here."""
+        expires_in = body.expires_in if isinstance(body.expires_in, float) else None
+        return svc.registry.create_token(who, w, body.role, expires_in)
+
+    @app.get(f"{API}/workspaces/{{w}}/tokens")
+    def list_tokens(
+        w: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> list[dict[str, Any]]:
+        """The workspace's live tokens: id, role, created_at, expires_at; never the secrets (owner)."""
+        return svc.registry.list_tokens(who, w)
+
+    @app.delete(f"{API}/workspaces/{{w}}/tokens/{{token_id}}", status_code=204)
+    def revoke_token(
+        w: str, token_id: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> Response:
+        """Revoke a token: it answers 401 everywhere within 1 s (owner)."""
+        svc.registry.revoke_token(who, w, token_id)
+        return Response(status_code=204)
+
+    @app.get(f"{API}/workspaces/{{w}}/audit")
+    def audit(
+        w: str,
+        start: str | None = None,
+        end: str | None = None,
+        limit: int = Query(default=1000, ge=1, le=100_000),
+        who: Principal = Depends(principal),
+        svc: ControlService = Depends(service),
+    ) -> list[dict[str, Any]]:
+        """Control-plane changes in the workspace: time, token_id, role, action, target, status (owner)."""
+        since, until = time_range(start, end, default_span=timedelta(days=7))
+        return svc.registry.audit(who, w, since, until, limit)
 
     # --- models and code ----------------------------------------------------------------------
     @app.post(f"{API}/workspaces/{{w}}/models", status_code=201)

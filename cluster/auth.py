@@ -41,6 +41,7 @@ class Principal:
 
     role: Role
     workspace: str | None
+    token_id: str | None = None  # for the audit log; None for callers the store has not named
 
     @property
     def is_admin(self) -> bool:

@@ -162,9 +162,55 @@ def ws_list() -> None:
 
 
 @ws_app.command("token")
-def ws_token(role: str = typer.Argument(..., help="viewer | editor | owner"), workspace: str = WorkspaceOpt) -> None:
-    """Create a token with ROLE in a workspace (owner or admin). It is shown once: keep it."""
-    console.print(_run(_client(workspace).create_token, role))
+def ws_token(
+    role: str = typer.Argument(..., help="viewer | editor | owner"),
+    expires_in: str = typer.Option(None, "--expires-in", help="lifetime: seconds, or like 12h, 30d (default never)"),
+    workspace: str = WorkspaceOpt,
+) -> None:
+    """Create a token with ROLE in a workspace (owner or admin). It is shown once: keep it.
+
+    Its id (for `corral workspaces tokens revoke`) and expiry go to stderr, the secret alone to stdout.
+    """
+    info = _run(_client(workspace).new_token, role, None, expires_in)
+    err.print(f"token {info['id']} ({info['role']}, expires {info['expires_at'] or 'never'})")
+    console.print(info["token"])
+
+
+tokens_app = typer.Typer(help="List and revoke a workspace's tokens (owner).")
+ws_app.add_typer(tokens_app, name="tokens")
+
+
+@tokens_app.command("list")
+def tokens_list(workspace: str = WorkspaceOpt) -> None:
+    """The workspace's live tokens: id, role, created, expires (never the secrets)."""
+    table = Table("id", "role", "created", "expires")
+    for row in _run(_client(workspace).tokens):
+        table.add_row(row["id"], row["role"], row["created_at"], row["expires_at"] or "never")
+    console.print(table)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    token_id: str = typer.Argument(..., help="the id `tokens list` shows"), workspace: str = WorkspaceOpt
+) -> None:
+    """Revoke a token: it gets 401 everywhere (control API and pipelines) within a second."""
+    _run(_client(workspace).revoke_token, token_id)
+    console.print(f"revoked token {token_id}")
+
+
+@app.command("audit")
+def audit(
+    start: str = typer.Option(None, help="ISO 8601 time (default: 7 days before end)"),
+    end: str = typer.Option(None, help="ISO 8601 time (default now)"),
+    limit: int = typer.Option(100, min=1, help="at most this many rows, newest first"),
+    workspace: str = WorkspaceOpt,
+) -> None:
+    """Who changed what in a workspace, and how it ended (owner): one row per control-plane change."""
+    table = Table("time", "token", "role", "action", "target", "status")
+    for row in _run(_client(workspace).audit, workspace, start, end, limit):
+        who = (row["token_id"] or "-", row["role"] or "-")
+        table.add_row(row["time"], *who, row["action"], row["target"], str(row["status"]))
+    console.print(table)
 
 
 # --- models and code ------------------------------------------------------------------------------

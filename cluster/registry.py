@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -20,6 +21,7 @@ from cluster.convert import describe_onnx
 from cluster.store.artifacts import ArtifactStore
 from cluster.store.db import Database
 from cluster.store.tables import (
+    AuditEntry,
     CodeVersion,
     DatasetVersion,
     ModelVersion,
@@ -27,6 +29,7 @@ from cluster.store.tables import (
     PipelineVersion,
     Token,
     Workspace,
+    utcnow,
 )
 from pipelines.datasets import describe_columns, from_parquet, parse_dataset_ref, read_dataset, to_parquet
 from pipelines.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
@@ -89,7 +92,12 @@ class Registry:
             row = s.get(Token, token_hash)
             if row is None:
                 raise Unauthenticated("unknown token: check it, or ask a workspace owner for a new one")
-            return Principal(Role.parse(row.role), row.workspace)
+            if row.revoked_at is not None:
+                raise Unauthenticated(f"token {row.id} was revoked: ask a workspace owner for a new one")
+            if row.expires_at is not None and _aware(row.expires_at) <= utcnow():
+                expired = _iso(row.expires_at)
+                raise Unauthenticated(f"token {row.id} expired at {expired}: ask a workspace owner for a new one")
+            return Principal(Role.parse(row.role), row.workspace, row.id)
 
     # --- workspaces and tokens ----------------------------------------------------------------
     def create_workspace(self, who: Principal, name: str) -> str:
@@ -116,7 +124,10 @@ class Registry:
             if s.get(Workspace, workspace) is None:
                 raise NotFound(f"workspace {workspace!r} not found: create it with `corral workspaces create`")
 
-    def create_token(self, who: Principal, workspace: str, role_name: str) -> str:
+    def create_token(
+        self, who: Principal, workspace: str, role_name: str, expires_in_s: float | None = None
+    ) -> dict[str, Any]:
+        """A new token: `{id, token, role, expires_at}`; the secret is shown this once, stored hashed."""
         self.check_workspace(who, workspace, Role.owner)
         try:
             role = Role.parse(role_name)
@@ -124,10 +135,83 @@ class Registry:
             raise InvalidInput(str(exc)) from exc
         if role is Role.admin:
             raise InvalidInput("workspace tokens can be viewer, editor or owner, not admin")
+        if expires_in_s is not None and expires_in_s <= 0:
+            raise InvalidInput("expires_in must be a positive duration, like 3600, '12h' or '30d'")
         token = new_token()
+        expires_at = utcnow() + timedelta(seconds=expires_in_s) if expires_in_s is not None else None
+        row = Token(token_hash=hash_token(token), workspace=workspace, role=role.name, expires_at=expires_at)
         with self.db.session() as s:
-            s.add(Token(token_hash=hash_token(token), workspace=workspace, role=role.name))
-        return token
+            s.add(row)
+        return {"id": row.id, "token": token, "role": role.name, "expires_at": _iso(expires_at)}
+
+    def list_tokens(self, who: Principal, workspace: str) -> list[dict[str, Any]]:
+        """The workspace's tokens that are not revoked: ids, roles and times, never the secrets (owner)."""
+        self.check_workspace(who, workspace, Role.owner)
+        with self.db.session() as s:
+            rows = s.scalars(
+                select(Token).where(Token.workspace == workspace, Token.revoked_at.is_(None)).order_by(Token.created_at)
+            )
+            return [
+                {"id": r.id, "role": r.role, "created_at": _iso(r.created_at), "expires_at": _iso(r.expires_at)}
+                for r in rows
+            ]
+
+    def revoke_token(self, who: Principal, workspace: str, token_id: str) -> None:
+        """Revoke one of the workspace's tokens by its id (owner); routers stop honouring it within 1 s."""
+        self.check_workspace(who, workspace, Role.owner)
+        with self.db.session() as s:
+            rows = list(
+                s.scalars(
+                    select(Token).where(
+                        Token.workspace == workspace, Token.token_hash.startswith(token_id), Token.revoked_at.is_(None)
+                    )
+                )
+            )
+            if len(token_id) != 16 or len(rows) != 1:
+                raise NotFound(
+                    f"workspace {workspace!r} has no token {token_id!r}: list them with `corral workspaces tokens list`"
+                )
+            rows[0].revoked_at = utcnow()
+
+    # --- audit --------------------------------------------------------------------------------
+    def record_audit(
+        self, who: Principal | None, workspace: str | None, action: str, target: str, status: int
+    ) -> None:
+        with self.db.session() as s:
+            s.add(
+                AuditEntry(
+                    workspace=workspace,
+                    token_id=who.token_id if who else None,
+                    role=who.role.name if who else None,
+                    action=action,
+                    target=target[:512],
+                    status=status,
+                )
+            )
+
+    def audit(
+        self, who: Principal, workspace: str, start: datetime, end: datetime, limit: int
+    ) -> list[dict[str, Any]]:
+        """The workspace's control-plane changes in [start, end), newest first (owner)."""
+        self.check_workspace(who, workspace, Role.owner)
+        with self.db.session() as s:
+            rows = s.scalars(
+                select(AuditEntry)
+                .where(AuditEntry.workspace == workspace, AuditEntry.time >= start, AuditEntry.time < end)
+                .order_by(AuditEntry.time.desc(), AuditEntry.id.desc())
+                .limit(limit)
+            )
+            return [
+                {
+                    "time": _iso(r.time),
+                    "token_id": r.token_id,
+                    "role": r.role,
+                    "action": r.action,
+                    "target": r.target,
+                    "status": r.status,
+                }
+                for r in rows
+            ]
 
     # --- models -------------------------------------------------------------------------------
     def upload_model(self, who: Principal, workspace: str, name: str, data: bytes) -> dict[str, Any]:
@@ -543,3 +627,11 @@ def _check_validations(spec: PipelineSpec, signatures: dict[str, ModelSignature]
 def _side_known(column: str, metadata: dict[str, Any]) -> bool:
     return bool(metadata["inputs"] if column.startswith("in.") else metadata["outputs"])
 
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite gives datetimes back without their zone; they were stored in UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else _aware(moment).isoformat().replace("+00:00", "Z")

@@ -86,8 +86,31 @@ class Client:
     def workspaces(self) -> list[str]:
         return [w["name"] for w in self.request("GET", "/api/v1/workspaces").json()]
 
-    def create_token(self, role: str, workspace: str | None = None) -> str:
-        return self.request("POST", f"{self._ws(workspace)}/tokens", json={"role": role}).json()["token"]  # type: ignore[no-any-return]
+    def create_token(self, role: str, workspace: str | None = None, expires_in: str | float | None = None) -> str:
+        """A new token's secret (shown once). `expires_in`: seconds, or text like '12h', '30d'."""
+        return self.new_token(role, workspace, expires_in)["token"]  # type: ignore[no-any-return]
+
+    def new_token(
+        self, role: str, workspace: str | None = None, expires_in: str | float | None = None
+    ) -> dict[str, Any]:
+        """A new token as `{id, token, role, expires_at}`."""
+        body: dict[str, Any] = {"role": role} | ({"expires_in": expires_in} if expires_in is not None else {})
+        return self.request("POST", f"{self._ws(workspace)}/tokens", json=body).json()  # type: ignore[no-any-return]
+
+    def tokens(self, workspace: str | None = None) -> list[dict[str, Any]]:
+        """The workspace's live tokens: `{id, role, created_at, expires_at}` each (owner)."""
+        return self.request("GET", f"{self._ws(workspace)}/tokens").json()  # type: ignore[no-any-return]
+
+    def revoke_token(self, token_id: str, workspace: str | None = None) -> None:
+        """Revoke a token by its id: it answers 401 everywhere within 1 s (owner)."""
+        self.request("DELETE", f"{self._ws(workspace)}/tokens/{token_id}")
+
+    def audit(
+        self, workspace: str | None = None, start: str | None = None, end: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Control-plane changes, newest first: `{time, token_id, role, action, target, status}` (owner)."""
+        params: dict[str, Any] = {"limit": limit} | {k: v for k, v in (("start", start), ("end", end)) if v}
+        return self.request("GET", f"{self._ws(workspace)}/audit", params=params).json()  # type: ignore[no-any-return]
 
     # --- models and code ----------------------------------------------------------------------
     def upload_model(

@@ -27,6 +27,7 @@ from monitoring.metrics import ASSAY_ALERTS, ASSAY_SCORE, ASSAY_STATUS, STATUS_C
 from monitoring.time_range import time_range
 from pipelines.errors import Conflict, CorralError, InvalidInput
 from pipelines.spec import PipelineSpec, TrafficSpec
+from serving.auth import FailureLimiter
 
 log = logging.getLogger("corral.control")
 MAX_LOG_ROWS = 1_000_000
@@ -51,6 +52,7 @@ class ControlService:
         if admin_token_hash:
             self.registry.ensure_admin(admin_token_hash)
         self.deployer = Deployer(settings, self.registry)
+        self.auth_failures = FailureLimiter()
         self.logs = LogStore(settings.logs_path)
         self.assays = AssayService(self.registry, self.logs, self._known_columns, _assay_gauges)
         self.explanations = ExplainService(settings, self.registry, self.logs, self._deployed)

@@ -40,11 +40,11 @@ from pipelines.rules import parse_rules
 from pipelines.spec import StepSpec
 from pipelines.step import Step
 from serving.admission import Admission
-from serving.auth import AuthCache
+from serving.auth import AuthCache, FailureLimiter
 from serving.dataplane import DataPlane
 from serving.errors import as_domain_error
 from serving.http import HttpEdge
-from serving.load import BUSY_METRIC, CpuMeter
+from serving.load import BACKLOG_METRIC
 from serving.log_buffer import LogBuffer, concat_tables
 from serving.segments import CoalescingSegment, InlineSegment, Segment
 from serving.shadows import ShadowOutcome
@@ -145,7 +145,6 @@ class PipelineRouter:
         self.pipeline = pipeline
         self.fetch_artifact = fetch_artifact
         self.telemetry = _Telemetry(workspace, pipeline)
-        self.cpu = CpuMeter()
         # Few threads: inline steps are mostly GIL-bound, and more threads than cores only trade the
         # GIL back and forth (measured: 1 thread beat the default pool of 6 by 1.2x at c=16 here).
         self.executor = ThreadPoolExecutor(inline_threads, thread_name_prefix="corral-inline")
@@ -169,7 +168,7 @@ class PipelineRouter:
 
         self.edge = HttpEdge(
             self.plane,
-            AuthCache(verify),
+            AuthCache(verify, limiter=FailureLimiter()),
             prefix=route_prefix(workspace, pipeline),
             max_payload_bytes=bounds.max_payload_bytes,
             count_request=self.telemetry.count_request,
@@ -292,8 +291,9 @@ class PipelineRouter:
         return await self.plane.predict(table, variant)
 
     def record_autoscaling_stats(self) -> dict[str, float]:
-        """Serve asks every few seconds: the CPU this replica used (deployments.autoscaling scales on it)."""
-        return {BUSY_METRIC: self.cpu.read()}
+        """Serve asks every few seconds: this replica's backlog (deployments.autoscaling scales on it)."""
+        admission = self.edge.admission
+        return {BACKLOG_METRIC: admission.backlog() if admission else 0.0}
 
     async def info(self) -> dict[str, Any]:
         """What this replica serves: version, traffic, inline models (for tests and operators)."""

@@ -51,6 +51,14 @@ class NotReady(CorralError):
         self.retry_after_s = retry_after_s
 
 
+class TooManyAttempts(CorralError):
+    """Too many failed authentications from one client lately: wait `retry_after_s` before the next."""
+
+    def __init__(self, message: str, retry_after_s: int = 60) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class Overloaded(NotReady):
     """The pipeline's bounded queue is full: refused at once so the caller can retry or go elsewhere."""
 

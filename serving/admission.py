@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pipelines.errors import BadPayload, Overloaded
+from serving.load import BacklogMeter
 
 TIMEOUT_HEADER = "x-corral-timeout-ms"
 MAX_TIMEOUT_MS = 3_600_000
@@ -33,6 +34,7 @@ class Admission:
         self.loop_delay_s = 0.0
         self.refused = 0
         self.arrivals = 0
+        self.load = BacklogMeter()
         self.watcher: asyncio.Task[None] | None = None
 
     def timeout_s(self, headers: dict[str, str]) -> float:
@@ -51,6 +53,7 @@ class Admission:
     def admitted(self) -> Iterator[None]:
         """Hold a place in the queue for the block, or raise Overloaded (503) when there is none."""
         self.arrivals += 1
+        self.load.arrivals += 1
         self._watch()
         if self.in_flight >= self.max_queued_requests:
             self.refused += 1
@@ -73,6 +76,10 @@ class Admission:
         finally:
             self.in_flight -= 1
 
+    def backlog(self) -> float:
+        """Mean requests in flight or waiting for the event loop since the previous call (autoscaling)."""
+        return self.load.read(self.in_flight)
+
     def stats(self) -> dict[str, float]:
         return {"in_flight": self.in_flight, "refused": self.refused, "loop_delay_ms": self.loop_delay_s * 1000}
 
@@ -88,6 +95,8 @@ class Admission:
             arrivals, started = self.arrivals, time.perf_counter()
             await asyncio.sleep(LAG_PROBE_S)
             delay = max(0.0, time.perf_counter() - started - LAG_PROBE_S)
+            self.load.delay_sum_s += delay
+            self.load.delay_probes += 1
             self.loop_delay_s = max(delay, self.loop_delay_s / 2)  # a backlog drains over a few probes
             idle = self.arrivals == arrivals and self.in_flight == 0
             idle_probes = idle_probes + 1 if idle else 0

@@ -15,6 +15,7 @@ STATUS: dict[type[e.CorralError], int] = {
     e.BadPayload: 400,
     e.Unauthenticated: 401,
     e.Forbidden: 403,
+    e.TooManyAttempts: 429,
     e.NotFound: 404,
     e.Conflict: 409,
     e.PayloadTooLarge: 413,
@@ -38,7 +39,7 @@ def error_parts(exc: e.CorralError, headers: dict[str, str] | None = None) -> tu
     """Status, headers and JSON body of the reply for a domain error."""
     status = status_of(exc)
     extra = {**(headers or {}), "content-type": "application/json"}
-    if isinstance(exc, e.NotReady):
+    if isinstance(exc, e.NotReady | e.TooManyAttempts):
         extra["retry-after"] = str(exc.retry_after_s)
     if status == 401:
         extra["www-authenticate"] = "Bearer"

@@ -19,7 +19,7 @@ from pipelines.codecs import decode_request, encode_response
 from pipelines.errors import DeadlineExceeded, NotFound, PayloadTooLarge
 from pipelines.live_config import RouterConfig
 from serving.admission import Admission
-from serving.auth import AuthCache
+from serving.auth import AuthCache, client_of
 from serving.dataplane import DataPlane
 from serving.errors import as_domain_error, error_parts
 
@@ -71,7 +71,7 @@ class HttpEdge:
             if suffix.startswith("/versions/"):
                 suffix = self._strip_version(suffix, config)
             if suffix == "/infer" and method == "POST":
-                await self.auth.authorize(headers)
+                await self.auth.authorize(headers, client_of(headers, None))
                 if self.admission is None:
                     return await self._infer(headers, body, config)
                 timeout_s = self.admission.timeout_s(headers)
@@ -88,10 +88,10 @@ class HttpEdge:
             if suffix == "/ready" and method == "GET":
                 probe = headers.get(PROBE_HEADER)
                 if not (probe and hashlib.sha256(probe.encode()).hexdigest() == config.probe_hash):
-                    await self.auth.authorize(headers)
+                    await self.auth.authorize(headers, client_of(headers, None))
                 ready = {"name": self.plane.pipeline, "ready": True, "version": config.version}
                 return _json({**ready, "config_id": config.config_id})
-            await self.auth.authorize(headers)
+            await self.auth.authorize(headers, client_of(headers, None))
             if suffix == "" and method == "GET":
                 return _json(config.metadata)
             raise NotFound(

@@ -29,6 +29,28 @@ class Token(Base):
     workspace: Mapped[str | None] = mapped_column(ForeignKey("workspaces.name"), nullable=True)  # None: admin
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Added after the first release: nullable, so `make_engine` can add them to an existing table.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    @property
+    def id(self) -> str:
+        """The public id of a token (never the secret): the first 16 hex digits of its hash."""
+        return self.token_hash[:16]
+
+
+class AuditEntry(Base):
+    """One control-plane change: who (token id and role), what, on what, when, and how it ended."""
+
+    __tablename__ = "audit"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    workspace: Mapped[str | None] = mapped_column(String(63), nullable=True, index=True)
+    token_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    role: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    action: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(512))
+    status: Mapped[int] = mapped_column(Integer)
 
 
 class Versioned:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from examples.fraud import FEATURES
@@ -34,11 +36,7 @@ def pipeline_b(corral, workspaces, fraud_pipeline, fraud_model):
     owner_b.upload_model("fraud", fraud_model["model"], n_features=len(FEATURES))
     owner_b.pipeline(
         "secret",
-        {
-            "steps": [
-                {"name": "model", "model": "fraud", "columns": FEATURES, "resources": {"num_cpus": 0.25}}
-            ]
-        },
+        {"steps": [{"name": "model", "model": "fraud", "columns": FEATURES, "resources": {"num_cpus": 0.25}}]},
     ).deploy()
     return owner_b
 
@@ -63,9 +61,7 @@ def test_viewer_cannot_deploy_or_upload(http, workspaces) -> None:
         headers=headers,
     )
     assert reply.status_code == 403 and "editor" in reply.json()["error"]
-    assert (
-        http.post("/api/v1/workspaces/team-a/pipelines/p/deploy", json={}, headers=headers).status_code == 403
-    )
+    assert http.post("/api/v1/workspaces/team-a/pipelines/p/deploy", json={}, headers=headers).status_code == 403
     reply = http.post(
         "/api/v1/workspaces/team-a/models",
         data={"name": "m"},
@@ -176,3 +172,58 @@ def test_yaml_spec_and_identical_reapply(http, admin_headers, fraud_pipeline) ->
 def test_openapi_is_served(http) -> None:
     reply = http.get("/api/v1/openapi.json")
     assert reply.status_code == 200 and "/api/v1/workspaces" in reply.json()["paths"]
+
+
+def test_token_lifecycle_expiry_revocation_within_a_second_and_audit(
+    http, admin, admin_headers, corral, fraud_pipeline
+) -> None:
+    from cluster.sdk import Client, CorralAPIError
+
+    admin.create_workspace("lifecycle")
+    owner = Client(corral.base_url, token=admin.create_token("owner", "lifecycle"), workspace="lifecycle")
+    short = owner.new_token("viewer", expires_in="1s")
+    assert short["expires_at"] is not None and short["role"] == "viewer"
+    assert http.get("/api/v1/workspaces", headers=bearer(short["token"])).status_code == 200
+    time.sleep(1.2)
+    reply = http.get("/api/v1/workspaces", headers=bearer(short["token"]))
+    assert reply.status_code == 401 and f"token {short['id']} expired at" in reply.json()["error"]
+
+    # a default-workspace viewer calling the deployed pipeline, revoked while the router has it cached
+    viewer = admin.new_token("viewer")
+    infer = "/ws/default/v2/models/fraud/infer"
+    row = b'[{"amount": 10.0, "age": 30, "n_tx": 3, "hour": 12, "merchant_risk": 0.1, "distance_km": 2.0}]'
+    headers = {**bearer(viewer["token"]), "content-type": "application/json; format=pandas-records"}
+    assert http.post(infer, content=row, headers=headers).status_code == 200
+    assert viewer["id"] in [t["id"] for t in admin.tokens()]
+    admin.revoke_token(viewer["id"])
+    revoked_at = time.monotonic()
+    while http.post(infer, content=row, headers=headers).status_code == 200:
+        assert time.monotonic() - revoked_at < 1.0, "a revoked token was still served after 1 s"
+        time.sleep(0.05)
+    reply = http.post(infer, content=row, headers=headers)
+    assert reply.status_code == 401 and "was revoked" in reply.json()["error"]
+    assert viewer["id"] not in [t["id"] for t in admin.tokens()]
+    assert http.delete(f"/api/v1/workspaces/default/tokens/{viewer['id']}", headers=admin_headers).status_code == 404
+
+    rows = owner.audit()
+    assert rows and rows[0]["action"] == "POST" and rows[0]["target"] == "tokens" and rows[0]["status"] == 201
+    assert rows[0]["token_id"] and rows[0]["role"] == "owner"
+    viewer_client = Client(corral.base_url, token=owner.create_token("viewer"), workspace="lifecycle")
+    with pytest.raises(CorralAPIError) as refused:
+        viewer_client.audit()
+    assert refused.value.status == 403 and "owner role" in refused.value.message
+    default_audit = admin.audit()
+    assert any(r["action"] == "DELETE" and r["target"] == f"tokens/{viewer['id']}" for r in default_audit)
+
+
+def test_repeated_failed_authentications_from_one_client_get_a_429(http) -> None:
+    headers = {**bearer("crl_guess"), "x-forwarded-for": "198.51.100.23"}
+    statuses = [http.get("/api/v1/workspaces", headers=headers).status_code for _ in range(101)]
+    assert statuses[:100] == [401] * 100
+    reply = http.get("/api/v1/workspaces", headers=headers)
+    assert statuses[100] == 429 and reply.status_code == 429
+    assert 1 <= int(reply.headers["retry-after"]) <= 61
+    assert "too many failed authentications" in reply.json()["error"]
+    assert (
+        http.get("/api/v1/workspaces", headers={"x-forwarded-for": "198.51.100.24", **bearer("x")}).status_code == 401
+    )

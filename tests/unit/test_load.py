@@ -1,10 +1,10 @@
-"""serving.load: the CPU meter and the replica rule routers autoscale by."""
+"""serving.load: the backlog a router reports, and the replica rule routers autoscale by."""
 
 from __future__ import annotations
 
 import pytest
 
-from serving.load import CpuMeter, desired_replicas
+from serving.load import BacklogMeter, desired_replicas
 
 
 class FakeClock:
@@ -15,28 +15,29 @@ class FakeClock:
         return self.now
 
 
-def test_cpu_meter_reads_cpu_seconds_per_wall_second_since_the_last_reading() -> None:
-    wall, cpu = FakeClock(), FakeClock()
-    meter = CpuMeter(wall, cpu)
-    wall.now, cpu.now = 2.0, 1.8
-    assert meter.read() == pytest.approx(0.9)
-    wall.now, cpu.now = 4.0, 1.9  # idle since: only what was used since the previous reading counts
-    assert meter.read() == pytest.approx(0.05)
-    assert meter.read() == 0.0  # no time has passed
+def test_backlog_is_in_flight_plus_arrival_rate_times_the_wait_for_the_loop() -> None:
+    clock = FakeClock()
+    meter = BacklogMeter(clock)
+    clock.now = 2.0
+    meter.arrivals += 1800  # 900 requests/s
+    meter.delay_sum_s, meter.delay_probes = 0.016 * 40, 40  # each waited 16 ms for the loop
+    assert meter.read(in_flight=1) == pytest.approx(1 + 900 * 0.016)
+    clock.now = 4.0  # one client: requests never wait for the loop
+    meter.arrivals += 1800
+    meter.delay_probes += 40
+    assert meter.read(in_flight=0) == pytest.approx(0.0)
+    assert meter.read(in_flight=3) == 3.0  # no time has passed: what is in flight
 
 
-def test_a_busy_router_wants_more_replicas_though_serve_sees_no_ongoing_requests() -> None:
-    # one replica at 95% of a core, 0 requests in flight when sampled (the router's usual picture)
-    assert desired_replicas(1, ongoing=0.0, target_ongoing=8, busy=[0.95], busy_target=0.7) == pytest.approx(0.95 / 0.7)
-    # two replicas at half a core each: stay at two
-    assert 1 < desired_replicas(2, ongoing=0.0, target_ongoing=8, busy=[0.5, 0.5], busy_target=0.7) <= 2
-    # idle: one is enough
-    assert desired_replicas(2, ongoing=0.0, target_ongoing=8, busy=[0.02, 0.01], busy_target=0.7) < 1
+def test_a_backlogged_router_wants_more_replicas_though_serve_sees_no_ongoing_requests() -> None:
+    assert desired_replicas(1, ongoing=0.0, backlogs=[15.0], target_ongoing=8) == pytest.approx(15 / 8)
+    assert desired_replicas(1, ongoing=0.0, backlogs=[0.2], target_ongoing=8) < 1  # one client: stay at one
+    assert 1 < desired_replicas(2, ongoing=0.0, backlogs=[5.0, 5.0], target_ongoing=8) <= 2
 
 
-def test_ongoing_requests_still_count_and_unreported_replicas_count_as_the_mean() -> None:
-    # a router waiting on own steps: many requests in flight, little CPU
-    assert desired_replicas(1, ongoing=24, target_ongoing=8, busy=[0.1], busy_target=0.7) == pytest.approx(3)
+def test_serves_count_still_counts_and_unreported_replicas_count_as_the_mean() -> None:
+    # a router waiting on own steps: Serve sees its requests in flight
+    assert desired_replicas(1, ongoing=24, backlogs=[1.0], target_ongoing=8) == pytest.approx(3)
     # a new replica has not reported yet: the one that has stands for both
-    assert desired_replicas(2, ongoing=0, target_ongoing=8, busy=[0.7], busy_target=0.7) == pytest.approx(2)
-    assert desired_replicas(0, ongoing=5, target_ongoing=8, busy=[], busy_target=0.7) == 0.0
+    assert desired_replicas(2, ongoing=0, backlogs=[8.0], target_ongoing=8) == pytest.approx(2)
+    assert desired_replicas(0, ongoing=5, backlogs=[], target_ongoing=8) == 0.0

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import time
 import zipfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy
 from sklearn.linear_model import LogisticRegression
 
 from cluster.auth import Principal, Role, hash_token
@@ -23,9 +26,7 @@ ADMIN = Principal(Role.admin, None)
 
 @pytest.fixture()
 def registry(tmp_path: Path) -> Registry:
-    reg = Registry(
-        Database(f"sqlite:///{tmp_path / 'corral.db'}"), ArtifactStore(str(tmp_path / "artifacts"))
-    )
+    reg = Registry(Database(f"sqlite:///{tmp_path / 'corral.db'}"), ArtifactStore(str(tmp_path / "artifacts")))
     reg.ensure_admin(hash_token("admin-secret"))
     return reg
 
@@ -64,7 +65,7 @@ def test_roles_and_workspace_isolation(registry: Registry) -> None:
     registry.create_workspace(ADMIN, "b")
     with pytest.raises(Conflict):
         registry.create_workspace(ADMIN, "a")
-    viewer = registry.authenticate(registry.create_token(ADMIN, "a", "viewer"))
+    viewer = registry.authenticate(registry.create_token(ADMIN, "a", "viewer")["token"])
     assert registry.list_workspaces(viewer) == ["a"]
     with pytest.raises(Forbidden):
         registry.put_pipeline(viewer, "a", "p", spec())
@@ -88,9 +89,7 @@ def test_invalid_onnx_writes_nothing(registry: Registry) -> None:
     assert registry.list_models(ADMIN, "default") == []
 
 
-def test_pipeline_versions_are_immutable_and_identical_specs_reuse_them(
-    registry: Registry, onnx_model: bytes
-) -> None:
+def test_pipeline_versions_are_immutable_and_identical_specs_reuse_them(registry: Registry, onnx_model: bytes) -> None:
     registry.upload_model(ADMIN, "default", "m", onnx_model)
     assert registry.put_pipeline(ADMIN, "default", "p", spec()) == (1, True)
     assert registry.put_pipeline(ADMIN, "default", "p", spec()) == (1, False)
@@ -180,3 +179,69 @@ def test_a_zip_of_too_many_files_is_a_413_naming_the_setting(tmp_path: Path) -> 
         small.upload_code(ADMIN, "default", "many", "pkg.zip", many)
     fits = _zip({"pkg/__init__.py": b"", "pkg/steps.py": b"class A:\n    pass\n"})
     assert small.upload_code(ADMIN, "default", "fits", "pkg.zip", fits)["modules"] == ["pkg"]
+
+
+def test_tokens_expire_are_listed_without_secrets_and_revoke_by_id(registry: Registry) -> None:
+    registry.create_workspace(ADMIN, "t")
+    short = registry.create_token(ADMIN, "t", "viewer", expires_in_s=0.2)
+    lasting = registry.create_token(ADMIN, "t", "editor")
+    assert short["expires_at"] is not None and lasting["expires_at"] is None
+    assert registry.authenticate(short["token"]).token_id == short["id"] == hash_token(short["token"])[:16]
+    listed = registry.list_tokens(ADMIN, "t")
+    assert [t["id"] for t in listed] == [short["id"], lasting["id"]]
+    assert all("token" not in t and set(t) == {"id", "role", "created_at", "expires_at"} for t in listed)
+    time.sleep(0.25)
+    with pytest.raises(Unauthenticated, match=f"token {short['id']} expired at"):
+        registry.authenticate(short["token"])
+    registry.revoke_token(ADMIN, "t", lasting["id"])
+    with pytest.raises(Unauthenticated, match=f"token {lasting['id']} was revoked"):
+        registry.authenticate(lasting["token"])
+    assert lasting["id"] not in [t["id"] for t in registry.list_tokens(ADMIN, "t")]
+    with pytest.raises(NotFound, match="has no token 'feedfacefeedface'"):
+        registry.revoke_token(ADMIN, "t", "feedfacefeedface")
+    with pytest.raises(NotFound):  # already revoked
+        registry.revoke_token(ADMIN, "t", lasting["id"])
+    with pytest.raises(InvalidInput, match="positive duration"):
+        registry.create_token(ADMIN, "t", "viewer", expires_in_s=0)
+    viewer = registry.authenticate(registry.create_token(ADMIN, "t", "viewer")["token"])
+    with pytest.raises(Forbidden):
+        registry.list_tokens(viewer, "t")
+
+
+def test_audit_rows_come_back_newest_first_for_owners_only(registry: Registry) -> None:
+    registry.create_workspace(ADMIN, "au")
+    owner = registry.authenticate(registry.create_token(ADMIN, "au", "owner")["token"])
+    registry.record_audit(owner, "au", "PUT", "pipelines/p", 201)
+    registry.record_audit(None, "au", "POST", "pipelines/p/deploy", 401)
+    registry.record_audit(owner, "other", "PUT", "pipelines/q", 201)
+    now = datetime.now(UTC)
+    rows = registry.audit(owner, "au", now - timedelta(minutes=1), now + timedelta(minutes=1), 10)
+    assert [(r["action"], r["target"], r["status"], r["token_id"]) for r in rows] == [
+        ("POST", "pipelines/p/deploy", 401, None),
+        ("PUT", "pipelines/p", 201, owner.token_id),
+    ]
+    assert rows[1]["role"] == "owner" and rows[0]["time"].endswith("Z")
+    viewer = registry.authenticate(registry.create_token(ADMIN, "au", "viewer")["token"])
+    with pytest.raises(Forbidden):
+        registry.audit(viewer, "au", now - timedelta(minutes=1), now, 10)
+
+
+def test_a_store_made_before_token_expiry_gets_the_new_columns(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:  # the tokens table as the first release made it
+        conn.execute(sqlalchemy.text("CREATE TABLE workspaces (name VARCHAR(63) PRIMARY KEY, created_at DATETIME)"))
+        conn.execute(
+            sqlalchemy.text(
+                "CREATE TABLE tokens (token_hash VARCHAR(64) PRIMARY KEY, workspace VARCHAR(63), "
+                "role VARCHAR(16), created_at DATETIME)"
+            )
+        )
+        conn.execute(
+            sqlalchemy.text("INSERT INTO tokens VALUES (:h, NULL, 'admin', '2026-11-01 00:00:00')"),
+            {"h": hash_token("old")},
+        )
+    registry = Registry(Database(url), ArtifactStore(str(tmp_path / "artifacts")))
+    assert registry.authenticate("old").is_admin  # the old token still works, with no expiry
+    columns = {c["name"] for c in sqlalchemy.inspect(registry.db.engine).get_columns("tokens")}
+    assert {"expires_at", "revoked_at"} <= columns
