@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -87,7 +88,8 @@ class HttpEdge:
                         ) from None
             if suffix == "/ready" and method == "GET":
                 probe = headers.get(PROBE_HEADER)
-                if not (probe and hashlib.sha256(probe.encode()).hexdigest() == config.probe_hash):
+                digest = hashlib.sha256(probe.encode()).hexdigest() if probe else ""
+                if not (probe and hmac.compare_digest(digest, config.probe_hash)):  # constant time
                     await self.auth.authorize(headers, client_of(headers, None))
                 ready = {"name": self.plane.pipeline, "ready": True, "version": config.version}
                 return _json({**ready, "config_id": config.config_id})
