@@ -87,9 +87,9 @@ def parse_duration(value: float | str) -> float:
 class TokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: str
-    expires_in: float | str | None = Field(default=None, description="seconds, or text like '12h' or '30d'")
+    expires_in: float | None = Field(default=None, description="seconds, or text like '12h' or '30d'")
 
-    @field_validator("expires_in")
+    @field_validator("expires_in", mode="before")
     @classmethod
     def _duration(cls, v: float | str | None) -> float | None:
         return None if v is None else parse_duration(v)
@@ -290,8 +290,7 @@ def build_api() -> FastAPI:
         w: str, body: TokenIn, who: Principal = Depends(principal), svc: ControlService = Depends(service)
     ) -> dict[str, Any]:
         """A new token `{id, token, role, expires_at}` (owner); the secret is shown only here."""
-        expires_in = body.expires_in if isinstance(body.expires_in, float) else None
-        return svc.registry.create_token(who, w, body.role, expires_in)
+        return svc.registry.create_token(who, w, body.role, body.expires_in)
 
     @app.get(f"{API}/workspaces/{{w}}/tokens")
     def list_tokens(

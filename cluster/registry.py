@@ -159,19 +159,21 @@ class Registry:
     def revoke_token(self, who: Principal, workspace: str, token_id: str) -> None:
         """Revoke one of the workspace's tokens by its id (owner); routers stop honouring it within 1 s."""
         self.check_workspace(who, workspace, Role.owner)
+        unknown = NotFound(
+            f"workspace {workspace!r} has no token {token_id!r}: list them with `corral workspaces tokens list`"
+        )
+        # ids are 16 hex digits; anything else (a shorter prefix, LIKE wildcards) could match other tokens
+        if len(token_id) != 16 or not set(token_id) <= set("0123456789abcdef"):
+            raise unknown
         with self.db.session() as s:
-            rows = list(
-                s.scalars(
-                    select(Token).where(
-                        Token.workspace == workspace, Token.token_hash.startswith(token_id), Token.revoked_at.is_(None)
-                    )
+            row = s.scalars(
+                select(Token).where(
+                    Token.workspace == workspace, Token.token_hash.startswith(token_id), Token.revoked_at.is_(None)
                 )
-            )
-            if len(token_id) != 16 or len(rows) != 1:
-                raise NotFound(
-                    f"workspace {workspace!r} has no token {token_id!r}: list them with `corral workspaces tokens list`"
-                )
-            rows[0].revoked_at = utcnow()
+            ).first()
+            if row is None:
+                raise unknown
+            row.revoked_at = utcnow()
 
     # --- audit --------------------------------------------------------------------------------
     def record_audit(

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from pipelines.errors import BadPayload, Overloaded
 from serving.load import BacklogMeter
@@ -33,8 +31,7 @@ class Admission:
         self.in_flight = 0
         self.loop_delay_s = 0.0
         self.refused = 0
-        self.arrivals = 0
-        self.load = BacklogMeter()
+        self.load = BacklogMeter()  # also counts arrivals: the probe rests when there are none
         self.watcher: asyncio.Task[None] | None = None
 
     def timeout_s(self, headers: dict[str, str]) -> float:
@@ -49,12 +46,12 @@ class Admission:
             )
         return int(raw) / 1000
 
-    @contextmanager
-    def admitted(self) -> Iterator[None]:
-        """Hold a place in the queue for the block, or raise Overloaded (503) when there is none."""
-        self.arrivals += 1
+    def admit(self) -> None:
+        """Take a place in the queue (give it back with `release`), or raise Overloaded (503).
+        A pair of calls, not a context manager: this runs for every request."""
         self.load.arrivals += 1
-        self._watch()
+        if self.watcher is None or self.watcher.done():
+            self.watcher = asyncio.get_running_loop().create_task(self._measure_loop_delay())
         if self.in_flight >= self.max_queued_requests:
             self.refused += 1
             raise Overloaded(
@@ -71,10 +68,9 @@ class Admission:
                 retry_after_s=1,
             )
         self.in_flight += 1
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
 
     def backlog(self) -> float:
         """Mean requests in flight or waiting for the event loop since the previous call (autoscaling)."""
@@ -83,21 +79,17 @@ class Admission:
     def stats(self) -> dict[str, float]:
         return {"in_flight": self.in_flight, "refused": self.refused, "loop_delay_ms": self.loop_delay_s * 1000}
 
-    def _watch(self) -> None:
-        if self.watcher is None or self.watcher.done():
-            self.watcher = asyncio.get_running_loop().create_task(self._measure_loop_delay())
-
     async def _measure_loop_delay(self) -> None:
         """How late a timer fires is how long the callbacks queued before it took: the wait of a
         request read now. Measured every LAG_PROBE_S while there is traffic, then left to rest."""
         idle_probes = 0
         while idle_probes < 20:
-            arrivals, started = self.arrivals, time.perf_counter()
+            arrivals, started = self.load.arrivals, time.perf_counter()
             await asyncio.sleep(LAG_PROBE_S)
             delay = max(0.0, time.perf_counter() - started - LAG_PROBE_S)
             self.load.delay_sum_s += delay
             self.load.delay_probes += 1
             self.loop_delay_s = max(delay, self.loop_delay_s / 2)  # a backlog drains over a few probes
-            idle = self.arrivals == arrivals and self.in_flight == 0
+            idle = self.load.arrivals == arrivals and self.in_flight == 0
             idle_probes = idle_probes + 1 if idle else 0
         self.loop_delay_s = 0.0

@@ -41,9 +41,9 @@ class AuthCache:
         self.denied_ttl_s = denied_ttl_s
         self.verdicts: dict[str, tuple[float, CorralError | None]] = {}
 
-    async def authorize(self, headers: dict[str, str], client: str | None = None) -> None:
-        """Raise the domain error (401/403/404, 429 after many failures of `client`) of the
-        request's token, or return."""
+    async def authorize(self, headers: dict[str, str]) -> None:
+        """Raise the domain error (401/403/404; 429 after many failures from the request's client)
+        of the request's token, or return."""
         token = bearer_token(headers)
         token_hash = hashlib.sha256(token.encode()).hexdigest() if token else ""
         now = time.monotonic()
@@ -58,8 +58,8 @@ class AuthCache:
                 self.verdicts.clear()
             self.verdicts[token_hash] = verdict
         if verdict[1] is not None:
-            if client is not None and self.limiter is not None:
-                raise self.limiter.failed(client, verdict[1])
+            if self.limiter is not None:  # the client is looked up only for failures, off the usual path
+                raise self.limiter.failed(client_of(headers, None), verdict[1])
             raise verdict[1]
 
 

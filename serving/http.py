@@ -20,7 +20,7 @@ from pipelines.codecs import decode_request, encode_response
 from pipelines.errors import DeadlineExceeded, NotFound, PayloadTooLarge
 from pipelines.live_config import RouterConfig
 from serving.admission import Admission
-from serving.auth import AuthCache, client_of
+from serving.auth import AuthCache
 from serving.dataplane import DataPlane
 from serving.errors import as_domain_error, error_parts
 
@@ -72,28 +72,16 @@ class HttpEdge:
             if suffix.startswith("/versions/"):
                 suffix = self._strip_version(suffix, config)
             if suffix == "/infer" and method == "POST":
-                await self.auth.authorize(headers, client_of(headers, None))
-                if self.admission is None:
-                    return await self._infer(headers, body, config)
-                timeout_s = self.admission.timeout_s(headers)
-                with self.admission.admitted():
-                    try:
-                        async with asyncio.timeout(timeout_s):
-                            return await self._infer(headers, body, config)
-                    except TimeoutError:
-                        raise DeadlineExceeded(
-                            f"the request's deadline of {timeout_s * 1000:.0f} ms passed before its reply was "
-                            "ready; the rest of its work was cancelled: allow more with X-Corral-Timeout-Ms "
-                            "(or CORRAL_REQUEST_TIMEOUT_S), or send smaller batches"
-                        ) from None
+                await self.auth.authorize(headers)
+                return await self._admitted_infer(headers, body, config)
             if suffix == "/ready" and method == "GET":
                 probe = headers.get(PROBE_HEADER)
                 digest = hashlib.sha256(probe.encode()).hexdigest() if probe else ""
                 if not (probe and hmac.compare_digest(digest, config.probe_hash)):  # constant time
-                    await self.auth.authorize(headers, client_of(headers, None))
+                    await self.auth.authorize(headers)
                 ready = {"name": self.plane.pipeline, "ready": True, "version": config.version}
                 return _json({**ready, "config_id": config.config_id})
-            await self.auth.authorize(headers, client_of(headers, None))
+            await self.auth.authorize(headers)
             if suffix == "" and method == "GET":
                 return _json(config.metadata)
             raise NotFound(
@@ -107,6 +95,24 @@ class HttpEdge:
             if is_infer:
                 self.count_request(reply[0], "")
             return reply
+
+    async def _admitted_infer(self, headers: dict[str, str], body: bytes, config: RouterConfig) -> Reply:
+        """`_infer` within the replica's queue bound and the request's deadline (serving.admission)."""
+        if self.admission is None:
+            return await self._infer(headers, body, config)
+        timeout_s = self.admission.timeout_s(headers)
+        self.admission.admit()
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self._infer(headers, body, config)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"the request's deadline of {timeout_s * 1000:.0f} ms passed before its reply was ready; the "
+                "rest of its work was cancelled: allow more with X-Corral-Timeout-Ms (or CORRAL_REQUEST_TIMEOUT_S), "
+                "or send smaller batches"
+            ) from None
+        finally:
+            self.admission.release()
 
     async def _infer(self, headers: dict[str, str], body: bytes, config: RouterConfig) -> Reply:
         if len(body) > self.max_payload_bytes:

@@ -57,6 +57,14 @@ def upload(admin: Any, name: str, data: bytes, tmp: Path) -> str:
     return f"{name}:{info['version']}"
 
 
+def upload_code(admin: Any, name: str, module: str, source: str, tmp: Path) -> str:
+    """Upload `source` as module `module`.py under code `name`; returns its reference 'name:version'."""
+    path = tmp / f"{module}.py"
+    path.write_text(source)
+    info = admin.upload_code(name, path)
+    return f"{name}:{info['version']}"
+
+
 def model_step(ref: str) -> dict[str, Any]:
     return {"name": "model", "model": ref, "columns": ["x"], "resources": {"num_cpus": 0.1}}
 

@@ -11,37 +11,18 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.integration.helpers import SHADOW_STEPS, upload_code
+
 pytestmark = pytest.mark.integration
 URL = "/ws/default/v2/models/slow/infer"
 RECORDS = {"content-type": "application/json; format=pandas-records"}
-SLOW_STEPS = """
-import time
-
-
-class Sleeps:
-    def __init__(self, config):
-        self.seconds = float(config.get("seconds", 1.0))
-
-    def __call__(self, table):
-        time.sleep(self.seconds)
-        return table
-"""
 
 
 @pytest.fixture(scope="module")
 def slow(admin: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    path = Path(tmp_path_factory.mktemp("slow")) / "slow_steps.py"
-    path.write_text(SLOW_STEPS)
-    code = admin.upload_code("slow-steps", path)
+    code = upload_code(admin, "slow-steps", "shadow_steps", SHADOW_STEPS, Path(tmp_path_factory.mktemp("slow")))
     spec = {
-        "steps": [
-            {
-                "name": "nap",
-                "python": "slow_steps:Sleeps",
-                "code": f"slow-steps:{code['version']}",
-                "config": {"seconds": 1.5},
-            }
-        ],
+        "steps": [{"name": "nap", "python": "shadow_steps:Slow", "code": code, "config": {"seconds": 1.5}}],
         "router": {"max_queued_requests": 2, "autoscaling": {"min_replicas": 1, "max_replicas": 1}},
     }
     pipeline = admin.pipeline("slow", spec)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from tests.integration.helpers import SHADOW_STEPS, fan_out, model_step, scale_model, upload
+from tests.integration.helpers import SHADOW_STEPS, fan_out, model_step, scale_model, upload, upload_code
 
 pytestmark = pytest.mark.integration
 RECORDS = {"content-type": "application/json; format=pandas-records"}
@@ -276,10 +276,8 @@ def test_ramp_swap_and_version_switch_under_load_fail_no_request(
 
 @pytest.fixture(scope="module")
 def shadowed(admin: Any, models: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Any:
-    path = Path(tmp_path_factory.mktemp("shadow-code")) / "shadow_steps.py"
-    path.write_text(SHADOW_STEPS)
-    code = admin.upload_code("shadow-steps", path)
-    code_ref = f"shadow-steps:{code['version']}"
+    tmp = Path(tmp_path_factory.mktemp("shadow-code"))
+    code_ref = upload_code(admin, "shadow-steps", "shadow_steps", SHADOW_STEPS, tmp)
     spec = {
         "variants": {
             "main": {"steps": [model_step(models["two"])]},

@@ -106,16 +106,17 @@ def test_a_bad_timeout_header_is_a_400_that_says_what_to_send(value: str) -> Non
 def test_a_lagging_event_loop_refuses_new_requests_until_it_catches_up() -> None:
     async def scenario() -> None:
         admission = Admission(max_queued_requests=100, max_queue_delay_s=0.1, default_timeout_s=5.0)
-        with admission.admitted():
-            pass  # starts the loop-delay probe
+        admission.admit()  # starts the loop-delay probe
+        admission.release()
         await asyncio.sleep(0)  # the probe takes its first reading's start
         time.sleep(0.3)  # the loop is blocked, as by requests run on it back to back
         await asyncio.sleep(0.06)  # the probe wakes late and records the delay
         assert admission.loop_delay_s > 0.1
-        with pytest.raises(Overloaded, match=r"requests wait \d+ ms to start"), admission.admitted():
-            pass
+        with pytest.raises(Overloaded, match=r"requests wait \d+ ms to start"):
+            admission.admit()
+        assert admission.in_flight == 0  # a refused request holds no place
         await asyncio.sleep(0.15)  # the loop is free again: the next probes find no delay
-        with admission.admitted():
-            assert admission.in_flight == 1
+        admission.admit()
+        assert admission.in_flight == 1
 
     asyncio.run(scenario())

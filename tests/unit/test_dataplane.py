@@ -288,6 +288,7 @@ def test_log_rows_built_per_flush_equal_the_rows_built_per_request() -> None:
     built = inference_table(records)
     assert len(built) == 2  # out.y changed type: two tables
     assert built[0].equals(pa.concat_tables(per_request[:3]))
+    assert all(column.num_chunks == 1 for column in built[0].columns)  # one chunk, not one per request
     assert built[1].equals(per_request[3])
 
 

@@ -201,6 +201,9 @@ def test_tokens_expire_are_listed_without_secrets_and_revoke_by_id(registry: Reg
         registry.revoke_token(ADMIN, "t", "feedfacefeedface")
     with pytest.raises(NotFound):  # already revoked
         registry.revoke_token(ADMIN, "t", lasting["id"])
+    for wildcard in ("_" * 16, short["id"][:15] + "%"):  # never a LIKE pattern matching a live token
+        with pytest.raises(NotFound):
+            registry.revoke_token(ADMIN, "t", wildcard)
     with pytest.raises(InvalidInput, match="positive duration"):
         registry.create_token(ADMIN, "t", "viewer", expires_in_s=0)
     viewer = registry.authenticate(registry.create_token(ADMIN, "t", "viewer")["token"])
