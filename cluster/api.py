@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cluster.auth import Principal, Role
-from cluster.service import ControlService, current_service
+from cluster.service import PENDING_RETRY_AFTER_S, ControlService, current_service
 from explain.explanation import Explanation
 from monitoring.log_store import rows_as_json
 from monitoring.time_range import time_range
@@ -614,6 +614,13 @@ def build_api() -> FastAPI:
             raise NotFound(f"pipeline {name!r} not found in workspace {w!r}: list them with `corral pipelines list`")
         if not state.deployed and svc.deployer.status(w, name, False) != "deploying":
             raise NotFound(f"pipeline {name!r} is not deployed: deploy it with `corral pipelines deploy {name}`")
+        reason = await svc.pending_reason(w, name)
+        if reason is not None:
+            raise NotReady(
+                f"pipeline {name!r} is pending: {reason}. It starts by itself once the cluster can place it "
+                "(add a node with those resources, or deploy a version that asks for less)",
+                retry_after_s=PENDING_RETRY_AFTER_S,
+            )
         headers = {k.lower(): v for k, v in request.headers.items()}
         body = await limited_body(request, svc.settings.max_payload_bytes)
         forwarded = await svc.forward(w, name, request.method, request.url.path, headers, body)

@@ -118,6 +118,7 @@ def build_app(
     max_payload_bytes: int,
     inline_threads: int = 2,
     request_timeout_s: float = 60.0,
+    log_ledger_dir: str | None = None,
 ) -> Application:
     """The pipeline's Serve application: the router runs every inline segment, each `own` step is a
     deployment of its own. `code_sources(sha256, filename)` returns an upload's sources; they are
@@ -150,6 +151,7 @@ def build_app(
         max_queued_requests=spec.router.max_queued_requests,
         max_queue_delay_s=spec.router.max_queue_delay_ms / 1000,
         request_timeout_s=request_timeout_s,
+        log_ledger_dir=log_ledger_dir,
     ).model_dump()
     router = cast(Deployment, PipelineRouter).options(
         name=ROUTER_DEPLOYMENT,

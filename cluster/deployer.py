@@ -33,6 +33,8 @@ class Deployer:
         self.probe = secrets.token_urlsafe(24)
         self.locks: dict[str, asyncio.Lock] = {}
         self.deploying: set[str] = set()
+        # Deployed in the store but unplaceable on this cluster (app name -> why); see ControlService.restore.
+        self.pending: dict[str, str] = {}
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
         self.local_url = f"http://{host}:{settings.port}"
 
@@ -49,6 +51,7 @@ class Deployer:
             traffic = traffic or spec.traffic
             previous = await asyncio.to_thread(self.registry.pipeline_state, workspace, name)
             self.deploying.add(app)
+            self.pending.pop(app, None)
             try:
                 await self._run(workspace, name, pv, spec, traffic)
             except Exception:
@@ -78,6 +81,7 @@ class Deployer:
             max_payload_bytes=self.settings.max_payload_bytes,
             inline_threads=self.settings.inline_threads,
             request_timeout_s=self.settings.request_timeout_s,
+            log_ledger_dir=str(self.settings.home / "log-ledgers"),
         )
         await asyncio.to_thread(
             serve.run, application, name=app, route_prefix=route_prefix(workspace, name), blocking=False
@@ -131,6 +135,7 @@ class Deployer:
     async def undeploy(self, workspace: str, name: str) -> None:
         app = app_name(workspace, name)
         async with self.lock(app):
+            self.pending.pop(app, None)
             await asyncio.to_thread(serve.delete, app)
             await asyncio.to_thread(self.registry.mark_undeployed, workspace, name)
 
@@ -145,6 +150,8 @@ class Deployer:
             return "deploying"
         if not deployed:
             return "undeployed"
+        if app in self.pending:
+            return "pending"
         status = app_status(app)
         if status is None:
             return "not running"
@@ -172,3 +179,10 @@ async def _answers(client: httpx.AsyncClient, url: str, probe: str, config_id: s
         return reply.status_code == 200 and reply.json().get("config_id") == config_id
     except (httpx.HTTPError, ValueError):
         return False
+
+
+def cluster_totals() -> dict[str, float]:
+    """The Ray cluster's resource totals (all nodes alive now)."""
+    import ray
+
+    return {key: float(value) for key, value in ray.cluster_resources().items()}

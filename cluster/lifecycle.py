@@ -191,7 +191,7 @@ def up(settings: CorralSettings, say: Say = print) -> UpResult:
     for row in restored:
         say(
             f"  {row['workspace']}/{row['name']}: {row['status']}"
-            + (f" ({row['error']})" if "error" in row else "")
+            + (f" ({row.get('error') or row['reason']})" if "error" in row or "reason" in row else "")
         )
     return UpResult(False, started, restored, settings.base_url, dashboard)
 

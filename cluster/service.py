@@ -12,13 +12,13 @@ from ray import serve
 from cluster.assays import AssayService
 from cluster.auth import Principal, Role
 from cluster.code_packages import CodeLimits
-from cluster.deployer import Deployer
+from cluster.deployer import Deployer, cluster_totals
 from cluster.explanations import ExplainService
 from cluster.registry import Registry, spec_errors
 from cluster.settings import CorralSettings
 from cluster.store.artifacts import ArtifactStore
 from cluster.store.db import Database
-from cluster.store.tables import PipelineVersion
+from cluster.store.tables import Pipeline, PipelineVersion
 from deployments.names import app_name
 from monitoring.assay_spec import AssaySpec
 from monitoring.assays import WindowResult
@@ -26,11 +26,15 @@ from monitoring.log_store import LogStore
 from monitoring.metrics import ASSAY_ALERTS, ASSAY_SCORE, ASSAY_STATUS, STATUS_CODES
 from monitoring.time_range import time_range
 from pipelines.errors import Conflict, CorralError, InvalidInput
+from pipelines.placement import shortfall
 from pipelines.spec import PipelineSpec, TrafficSpec
 from serving.auth import FailureLimiter
 
 log = logging.getLogger("corral.control")
 MAX_LOG_ROWS = 1_000_000
+RESTORE_PARALLELISM = 4  # pipelines deployed at once by `corral up`
+PENDING_RECHECK_S = 5.0  # how often an unplaceable pipeline is checked against the cluster again
+PENDING_RETRY_AFTER_S = 10
 _current: ControlService | None = None
 
 
@@ -56,6 +60,7 @@ class ControlService:
         self.logs = LogStore(settings.logs_path)
         self.assays = AssayService(self.registry, self.logs, self._known_columns, _assay_gauges)
         self.explanations = ExplainService(settings, self.registry, self.logs, self._deployed)
+        self._pending_task: asyncio.Task[None] | None = None
         _current = self
 
     def _known_columns(self, workspace: str, name: str) -> set[str]:
@@ -123,12 +128,14 @@ class ControlService:
         deployed = bool(state and state.deployed)
         version = state.deployed_version if deployed and state and state.deployed_version else latest.version
         row = latest if version == latest.version else self.registry.version_row(workspace, name, version)
+        status = self.deployer.status(workspace, name, deployed)
         return {
             "name": name,
             "version": version,
             "latest_version": latest.version,
             "spec": row.spec,
-            "status": self.deployer.status(workspace, name, deployed),
+            "status": status,
+            **({"reason": self.deployer.pending[app_name(workspace, name)]} if status == "pending" else {}),
             "traffic": (state.traffic if deployed and state and state.traffic else row.spec.get("traffic")),
         }
 
@@ -147,35 +154,97 @@ class ControlService:
         return result
 
     async def restore(self) -> list[dict[str, Any]]:
-        """Deploy again every pipeline the store marks as deployed, with its stored traffic."""
-        results = []
-        for state in await asyncio.to_thread(self.registry.deployed_pipelines):
-            assert state.deployed_version is not None
-            try:
-                pv = await asyncio.to_thread(
-                    self.registry.version_row, state.workspace, state.name, state.deployed_version
-                )
-                traffic = TrafficSpec.model_validate(state.traffic) if state.traffic else None
-                await self.deployer.deploy(state.workspace, state.name, pv, traffic)
-                results.append(
-                    {
-                        "workspace": state.workspace,
-                        "name": state.name,
-                        "version": pv.version,
-                        "status": "running",
-                    }
-                )
-            except CorralError as exc:
-                log.error("could not restore %s/%s: %s", state.workspace, state.name, exc.message)
-                results.append(
-                    {
-                        "workspace": state.workspace,
-                        "name": state.name,
-                        "status": "failed",
-                        "error": exc.message,
-                    }
-                )
+        """Deploy again every pipeline the store marks as deployed, with its stored traffic, a few at
+        a time. One the cluster cannot place (a GPU step without a GPU node) is not waited for: it is
+        reported `pending` with the reason, its endpoints answer 503, and it starts once it fits."""
+        states = await asyncio.to_thread(self.registry.deployed_pipelines)
+        totals = await asyncio.to_thread(cluster_totals)
+        gate = asyncio.Semaphore(RESTORE_PARALLELISM)
+
+        async def one(state: Pipeline) -> dict[str, Any]:
+            async with gate:
+                return await self._restore_one(state, totals)
+
+        results = list(await asyncio.gather(*(one(state) for state in states)))
+        self._watch_pending()
         return results
+
+    async def _restore_one(self, state: Pipeline, totals: dict[str, float]) -> dict[str, Any]:
+        assert state.deployed_version is not None
+        row: dict[str, Any] = {"workspace": state.workspace, "name": state.name, "version": state.deployed_version}
+        try:
+            pv = await asyncio.to_thread(self.registry.version_row, state.workspace, state.name, state.deployed_version)
+            reason = shortfall(PipelineSpec.model_validate(pv.spec), totals)
+            if reason is not None:
+                self.deployer.pending[app_name(state.workspace, state.name)] = reason
+                log.warning("%s/%s is pending: %s", state.workspace, state.name, reason)
+                return {**row, "status": "pending", "reason": reason}
+            traffic = TrafficSpec.model_validate(state.traffic) if state.traffic else None
+            await self.deployer.deploy(state.workspace, state.name, pv, traffic)
+            return {**row, "status": "running"}
+        except CorralError as exc:
+            log.error("could not restore %s/%s: %s", state.workspace, state.name, exc.message)
+            return {**row, "status": "failed", "error": exc.message}
+
+    async def pending_reason(self, workspace: str, name: str) -> str | None:
+        """Why a deployed pipeline is not running, if the cluster cannot place it; else None.
+
+        Also finds pipelines left unplaced before this control replica started (it keeps `pending`
+        in memory only) and hands them to the watcher, so they still start once they fit.
+        """
+        app = app_name(workspace, name)
+        if app in self.deployer.pending:
+            return self.deployer.pending[app]
+        if await asyncio.to_thread(self.deployer.status, workspace, name, True) != "not running":
+            return None
+        state = await asyncio.to_thread(self.registry.pipeline_state, workspace, name)
+        if state is None or not state.deployed or state.deployed_version is None:
+            return None
+        pv = await asyncio.to_thread(self.registry.version_row, workspace, name, state.deployed_version)
+        reason = shortfall(PipelineSpec.model_validate(pv.spec), await asyncio.to_thread(cluster_totals))
+        if reason is not None:
+            self.deployer.pending[app] = reason
+            self._watch_pending()
+        return reason
+
+    def _watch_pending(self) -> None:
+        if self.deployer.pending and (self._pending_task is None or self._pending_task.done()):
+            self._pending_task = asyncio.get_running_loop().create_task(self._start_pending())
+
+    async def _start_pending(self) -> None:
+        """Every few seconds: deploy each pending pipeline that the cluster can now place."""
+        while self.deployer.pending:
+            await asyncio.sleep(PENDING_RECHECK_S)
+            totals = await asyncio.to_thread(cluster_totals)
+            for app in list(self.deployer.pending):
+                try:
+                    await self._start_if_fits(app, totals)
+                except Exception:  # keep watching the others; the next round tries this one again
+                    log.exception("checking pending %s failed", app)
+
+    async def _start_if_fits(self, app: str, totals: dict[str, float]) -> None:
+        state = await asyncio.to_thread(self._deployed_state_of, app)
+        if state is None or state.deployed_version is None:  # undeployed (or deleted) meanwhile
+            self.deployer.pending.pop(app, None)
+            return
+        pv = await asyncio.to_thread(self.registry.version_row, state.workspace, state.name, state.deployed_version)
+        reason = shortfall(PipelineSpec.model_validate(pv.spec), totals)
+        if reason is not None:
+            self.deployer.pending[app] = reason
+            return
+        log.info("%s fits the cluster now: deploying it", app)
+        traffic = TrafficSpec.model_validate(state.traffic) if state.traffic else None
+        try:
+            await self.deployer.deploy(state.workspace, state.name, pv, traffic)
+        except CorralError as exc:
+            log.error("pending %s fits but did not start: %s", app, exc.message)
+            self.deployer.pending[app] = f"it fits the cluster but did not start: {exc.message}"
+
+    def _deployed_state_of(self, app: str) -> Pipeline | None:
+        for state in self.registry.deployed_pipelines():
+            if app_name(state.workspace, state.name) == app:
+                return state
+        return None
 
 
 def _assay_gauges(workspace: str, name: str, spec: AssaySpec, result: WindowResult) -> None:

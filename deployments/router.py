@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -20,11 +21,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from deployments.metrics import metric
-from deployments.names import CONTROL_APP, CONTROL_DEPLOYMENT, LOG_SINK_DEPLOYMENT, LOGS_APP, route_prefix
+from deployments.names import (
+    CONTROL_APP,
+    CONTROL_DEPLOYMENT,
+    LOG_SINK_DEPLOYMENT,
+    LOGS_APP,
+    app_name,
+    route_prefix,
+)
 from deployments.remote_segment import RemoteSegment
 from monitoring.log_schema import INFERENCES, SHADOWS, InferenceRecord, inference_table, shadow_rows
 from monitoring.metrics import (
     LOG_ROWS_DROPPED,
+    LOG_ROWS_LOST,
     REQUEST_LATENCY,
     REQUESTS,
     ROWS,
@@ -46,6 +55,7 @@ from serving.errors import as_domain_error
 from serving.http import HttpEdge
 from serving.load import BACKLOG_METRIC
 from serving.log_buffer import LogBuffer, concat_tables
+from serving.log_ledger import LogLedger, collect_lost
 from serving.segments import CoalescingSegment, InlineSegment, Segment
 from serving.shadows import ShadowOutcome
 
@@ -179,10 +189,22 @@ class PipelineRouter:
             ),
         )
         self.sink: DeploymentHandle = serve.get_deployment_handle(LOG_SINK_DEPLOYMENT, app_name=LOGS_APP)
-        self.logs = LogBuffer(self._send_logs, on_drop=self._count_dropped_logs, build=_build_log_rows)
+        self.ledger = self._open_ledger(bounds.log_ledger_dir, app_name(workspace, pipeline))
+        self.logs = LogBuffer(
+            self._send_logs, on_drop=self._count_dropped_logs, build=_build_log_rows, ledger=self.ledger
+        )
         # Validations are evaluated by the sink, a batch at a time (640 us per single-row request here):
         # rows are queued under "<kind>:<pipeline version>" so each batch goes with its version's rules.
         self.validations_of: dict[str, dict[str, str]] = {}
+
+    def _open_ledger(self, directory: str | None, owner: str) -> LogLedger | None:
+        """This replica's ledger of unsent log rows, after counting what dead replicas here lost."""
+        if directory is None:
+            return None
+        lost = collect_lost(Path(directory), owner)
+        if lost:
+            metric(LOG_ROWS_LOST).inc(lost, dict(self.telemetry.tags))
+        return LogLedger(Path(directory), owner)
 
     def _segment(self, variant: str, plan: SegmentPlan) -> Segment:
         if "own" in plan:
@@ -263,8 +285,10 @@ class PipelineRouter:
     async def __del__(self) -> None:
         """Serve calls this on graceful shutdown (undeploy, `corral down`): nothing logged is lost."""
         await self.plane.shadows.drain(timeout_s=5.0)
-        await self.logs.flush()
+        sent = await self.logs.flush()
         self.telemetry.flush()
+        if sent and self.ledger is not None:
+            self.ledger.close()
 
     # --- Python callers holding a handle ----------------------------------------------------------
     async def infer(self, data: Any, split_key: str | None = None) -> Any:

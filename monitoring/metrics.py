@@ -46,6 +46,11 @@ VALIDATION_FAILURES = MetricDef(
 LOG_ROWS_DROPPED = MetricDef(
     "corral_log_rows_dropped", "counter", "Log rows dropped because the log sink was unreachable too long", PIPELINE
 )
+LOG_ROWS_LOST = MetricDef(
+    "corral_log_rows_lost", "counter",
+    "Log rows a router replica had queued but not sent when it died (an upper bound; counted by the next replica)",
+    PIPELINE,
+)  # fmt: skip
 ASSAY_SCORE = MetricDef(
     "corral_assay_score", "gauge", "Drift score of an assay's latest window", ("workspace", "assay", "pipeline")
 )
@@ -59,6 +64,6 @@ ASSAY_ALERTS = MetricDef(
 
 ALL = [
     REQUESTS, ROWS, REQUEST_LATENCY, STEP_LATENCY, SHADOW_CALLS, VALIDATION_FAILURES, LOG_ROWS_DROPPED,
-    ASSAY_SCORE, ASSAY_STATUS, ASSAY_ALERTS,
+    LOG_ROWS_LOST,     ASSAY_SCORE, ASSAY_STATUS, ASSAY_ALERTS,
 ]  # fmt: skip
 STATUS_CODES = {"ok": 0, "warning": 1, "alert": 2}

@@ -46,3 +46,4 @@ class RouterLimits(BaseModel):
     max_queued_requests: int = Field(default=256, ge=1)
     max_queue_delay_s: float = Field(default=1.0, gt=0)
     request_timeout_s: float = Field(default=60.0, gt=0)
+    log_ledger_dir: str | None = Field(default=None, description="where replicas count unsent log rows")

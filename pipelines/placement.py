@@ -65,3 +65,44 @@ def router_scaling(spec: PipelineSpec) -> Autoscaling:
         upscale_delay_s=spec.router.autoscaling.upscale_delay_s,
         downscale_delay_s=spec.router.autoscaling.downscale_delay_s,
     )
+
+
+def startup_needs(spec: PipelineSpec) -> dict[str, float]:
+    """Ray resources a pipeline's replicas take when it starts: every deployment at its minimum."""
+    needs: dict[str, float] = {}
+
+    def add(resource: str, amount: float) -> None:
+        if amount > 0:
+            needs[resource] = needs.get(resource, 0.0) + amount
+
+    routers = router_scaling(spec).min_replicas
+    add("CPU", router_resources(spec).num_cpus * routers)
+    for _, step in own_steps(spec):
+        replicas = step.autoscaling.min_replicas
+        add("CPU", step.resources.num_cpus * replicas)
+        add("GPU", step.resources.num_gpus * replicas)
+        if step.resources.accelerator_type:
+            # Ray's convention: a node of that type offers `accelerator_type:<type>`; a replica takes 0.001.
+            add(f"accelerator_type:{step.resources.accelerator_type}", 0.001 * replicas)
+    return needs
+
+
+def shortfall(spec: PipelineSpec, cluster: dict[str, float]) -> str | None:
+    """Why the pipeline cannot start on a cluster with these resource totals, or None if it can.
+
+    Totals, not what is free: a pipeline that waits for others to scale down is not unplaceable.
+    """
+    missing = []
+    for resource, amount in startup_needs(spec).items():
+        have = cluster.get(resource, 0.0)
+        if amount > have + 1e-9:
+            missing.append(f"needs {_amount(resource, amount)}; the cluster has {_amount(resource, have)}")
+    return ", ".join(missing) or None
+
+
+def _amount(resource: str, amount: float) -> str:
+    if resource.startswith("accelerator_type:"):
+        kind = resource.split(":", 1)[1]
+        return f"a {kind} accelerator" if amount > 0 else f"no {kind} accelerator"
+    unit = {"CPU": "CPU", "GPU": "GPU"}.get(resource, resource)
+    return f"{amount:g} {unit}" + ("s" if amount != 1 and unit in ("CPU", "GPU") else "")

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-from pipelines.errors import CorralError, TooManyAttempts
+from pipelines.errors import CorralError, NotReady, TooManyAttempts
+
+log = logging.getLogger("corral.auth")
 
 # verify(token_hash) returns when the token may use this pipeline, raises a CorralError otherwise.
 Verify = Callable[[str], Awaitable[None]]
 # A granted token is re-checked with the control app after this long, so a revoked token stops
 # working within about a second (one call per token per replica per TTL; measured cost: none visible).
 AUTH_TTL_S = 0.5
+# How long a token the control app granted keeps working while the control app cannot be asked.
+AUTH_GRACE_S = 60.0
 DENIED_TTL_S = 2.0
 MAX_FAILURES = 100  # failed authentications per client and window before it gets a 429
 FAILURE_WINDOW_S = 60.0
@@ -24,8 +31,21 @@ def bearer_token(headers: dict[str, str]) -> str:
     return header[7:].strip() if header[:7].lower() == "bearer " else ""
 
 
+@dataclass
+class _Verdict:
+    recheck_at: float  # monotonic time after which the control app is asked again
+    verified_at: float  # when the control app last answered for this token
+    error: CorralError | None  # None: granted
+
+
 class AuthCache:
-    """Verdicts of `verify` per token hash: granted ones for `ttl_s`, denied ones for `denied_ttl_s`."""
+    """Verdicts of `verify` per token hash: granted ones for `ttl_s`, denied ones for `denied_ttl_s`.
+
+    A granted token past its TTL is re-checked in the background while its requests go on, for at
+    most `grace_s` since the control app last confirmed it: a control-app restart then costs the
+    data plane nothing, while a revocation still lands within about `ttl_s` when the control app is
+    up. Unknown tokens, denied ones and grants older than `grace_s` wait for the control app.
+    """
 
     def __init__(
         self,
@@ -33,34 +53,57 @@ class AuthCache:
         *,
         ttl_s: float = AUTH_TTL_S,
         denied_ttl_s: float = DENIED_TTL_S,
+        grace_s: float = AUTH_GRACE_S,
         limiter: FailureLimiter | None = None,
     ) -> None:
         self.verify = verify
         self.limiter = limiter
         self.ttl_s = ttl_s
         self.denied_ttl_s = denied_ttl_s
-        self.verdicts: dict[str, tuple[float, CorralError | None]] = {}
+        self.grace_s = grace_s
+        self.verdicts: dict[str, _Verdict] = {}
+        self.rechecks: dict[str, asyncio.Task[None]] = {}
 
     async def authorize(self, headers: dict[str, str]) -> None:
-        """Raise the domain error (401/403/404; 429 after many failures from the request's client)
-        of the request's token, or return."""
+        """Raise the domain error (401/403/404; 429 after many failures from the request's client;
+        503 when the control app cannot be asked) of the request's token, or return."""
         token = bearer_token(headers)
         token_hash = hashlib.sha256(token.encode()).hexdigest() if token else ""
         now = time.monotonic()
         verdict = self.verdicts.get(token_hash)
-        if verdict is None or verdict[0] < now:
-            try:
-                await self.verify(token_hash)
-                verdict = (now + self.ttl_s, None)
-            except CorralError as exc:
-                verdict = (now + self.denied_ttl_s, exc)
-            if len(self.verdicts) >= MAX_ENTRIES:
-                self.verdicts.clear()
-            self.verdicts[token_hash] = verdict
-        if verdict[1] is not None:
+        if verdict is None or (
+            verdict.recheck_at < now and (verdict.error is not None or now - verdict.verified_at > self.grace_s)
+        ):
+            verdict = await self._ask(token_hash)
+        elif verdict.recheck_at < now and token_hash not in self.rechecks:
+            self.rechecks[token_hash] = asyncio.get_running_loop().create_task(self._recheck(token_hash))
+        if verdict.error is not None:
             if self.limiter is not None:  # the client is looked up only for failures, off the usual path
-                raise self.limiter.failed(client_of(headers, None), verdict[1])
-            raise verdict[1]
+                raise self.limiter.failed(client_of(headers, None), verdict.error)
+            raise verdict.error
+
+    async def _ask(self, token_hash: str) -> _Verdict:
+        try:
+            await self.verify(token_hash)
+            verdict = _Verdict(time.monotonic() + self.ttl_s, time.monotonic(), None)
+        except NotReady:
+            raise  # the control app is away: nothing learnt about the token, nothing cached
+        except CorralError as exc:
+            verdict = _Verdict(time.monotonic() + self.denied_ttl_s, time.monotonic(), exc)
+        if len(self.verdicts) >= MAX_ENTRIES:
+            self.verdicts.clear()
+        self.verdicts[token_hash] = verdict
+        return verdict
+
+    async def _recheck(self, token_hash: str) -> None:
+        try:
+            await self._ask(token_hash)
+        except NotReady:
+            pass  # keep the grant (within grace_s); the next request after recheck_at asks again
+        except Exception:
+            log.exception("re-checking a token with the control app failed")
+        finally:
+            self.rechecks.pop(token_hash, None)
 
 
 class FailureLimiter:

@@ -30,6 +30,14 @@ def concat_tables(kind: str, tables: list[Any]) -> list[pa.Table]:
     return _concat(tables)
 
 
+class Ledger(Protocol):
+    """Counts rows queued and done with (sent or dropped), e.g. serving.log_ledger.LogLedger."""
+
+    def queued(self, rows: int) -> None: ...
+
+    def done(self, rows: int) -> None: ...
+
+
 class LogBuffer:
     """Collects rows per kind and sends them in one call every `delay_s` (or at `max_rows`).
 
@@ -50,8 +58,10 @@ class LogBuffer:
         max_backlog_rows: int = 200_000,
         on_drop: Callable[[int], None] | None = None,
         build: Build = concat_tables,
+        ledger: Ledger | None = None,
     ) -> None:
         self.send = send
+        self.ledger = ledger
         self.build = build
         self.on_drop = on_drop
         self.delay_s = delay_s
@@ -68,6 +78,8 @@ class LogBuffer:
         """Queue rows for the sink; returns at once."""
         self.pending.setdefault(kind, []).append(rows)
         self.pending_rows += rows.num_rows
+        if self.ledger is not None:
+            self.ledger.queued(rows.num_rows)
         self._trim()
         if self.flusher is None or self.flusher.done():
             delay = 0.0 if self.pending_rows >= self.max_rows else self.delay_s
@@ -106,6 +118,8 @@ class LogBuffer:
                         break
                     self.counts["rows_sent"] += batch.num_rows
                     self.pending_rows -= batch.num_rows
+                    if self.ledger is not None:
+                        self.ledger.done(batch.num_rows)
             return sent_all
 
     def _build(self, kind: str, items: list[Any]) -> list[pa.Table]:
@@ -122,6 +136,8 @@ class LogBuffer:
 
     def _count_drop(self, rows: int) -> None:
         self.counts["rows_dropped"] += rows
+        if self.ledger is not None:
+            self.ledger.done(rows)
         if self.on_drop is not None:
             self.on_drop(rows)
 

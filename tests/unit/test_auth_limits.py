@@ -8,7 +8,7 @@ import hashlib
 import pytest
 
 from cluster.api import TokenIn, parse_duration
-from pipelines.errors import TooManyAttempts, Unauthenticated
+from pipelines.errors import NotReady, TooManyAttempts, Unauthenticated
 from serving.auth import AuthCache, FailureLimiter, client_of
 from serving.errors import error_parts
 
@@ -75,3 +75,59 @@ def test_the_client_is_the_first_forwarded_address_else_the_peer() -> None:
     assert client_of({"x-forwarded-for": "203.0.113.9, 10.0.0.1"}, "127.0.0.1") == "203.0.113.9"
     assert client_of({}, "127.0.0.1") == "127.0.0.1"
     assert client_of({}, None) == "unknown"
+
+
+def test_a_granted_token_keeps_working_while_the_control_app_is_away_but_not_past_the_grace() -> None:
+    control_up = True
+    calls = 0
+
+    async def verify(token_hash: str) -> None:
+        nonlocal calls
+        calls += 1
+        if not control_up:
+            raise NotReady("the control app is restarting")
+
+    cache = AuthCache(verify, ttl_s=0.01, grace_s=0.2)
+    ok = {"authorization": "Bearer ok"}
+
+    async def scenario() -> None:
+        nonlocal control_up
+        await cache.authorize(ok)
+        control_up = False
+        for _ in range(5):  # past the TTL: re-checked in the background, the requests go on
+            await asyncio.sleep(0.02)
+            await cache.authorize(ok)
+        assert calls > 1, "expired grants must be re-checked"
+        with pytest.raises(NotReady):  # a token never seen cannot be granted without the control app
+            await cache.authorize({"authorization": "Bearer new"})
+        await asyncio.sleep(0.25)
+        with pytest.raises(NotReady, match="restarting"):  # past the grace: wait for the control app
+            await cache.authorize(ok)
+        control_up = True
+        await cache.authorize(ok)
+
+    asyncio.run(scenario())
+
+
+def test_a_revoked_token_is_refused_right_after_its_background_recheck() -> None:
+    revoked = False
+
+    async def verify(token_hash: str) -> None:
+        if revoked:
+            raise Unauthenticated("token 0123456789abcdef was revoked")
+
+    cache = AuthCache(verify, ttl_s=0.01)
+    ok = {"authorization": "Bearer ok"}
+
+    async def scenario() -> None:
+        nonlocal revoked
+        await cache.authorize(ok)
+        revoked = True
+        await asyncio.sleep(0.02)
+        await cache.authorize(ok)  # stale grant: passes, and starts the re-check
+        await asyncio.sleep(0)  # the re-check runs
+        await asyncio.sleep(0)
+        with pytest.raises(Unauthenticated, match="revoked"):
+            await cache.authorize(ok)
+
+    asyncio.run(scenario())
