@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cluster.auth import Principal, Role
+from cluster.openapi_errors import with_error_replies
 from cluster.service import PENDING_RETRY_AFTER_S, ControlService, current_service
 from explain.explanation import Explanation
 from monitoring.log_store import rows_as_json
@@ -601,7 +602,7 @@ def build_api() -> FastAPI:
         svc.registry.check_workspace(who, w, Role.viewer)
         return {"live": True, "ready": True}
 
-    @app.api_route("/ws/{w}/v2/models/{rest:path}", methods=["GET", "POST", "PUT", "DELETE"])
+    @app.api_route("/ws/{w}/v2/models/{rest:path}", methods=["GET", "POST", "PUT", "DELETE"], include_in_schema=False)
     async def model_fallback(
         w: str, rest: str, request: Request, who: Principal = Depends(principal), svc: ControlService = Depends(service)
     ) -> Response:
@@ -629,4 +630,5 @@ def build_api() -> FastAPI:
         status, reply_headers, body = forwarded
         return Response(body, status_code=status, headers=reply_headers)
 
+    app.openapi = with_error_replies(app)  # type: ignore[method-assign]
     return app

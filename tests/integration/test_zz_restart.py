@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from examples.fraud import FEATURES
+from tests.integration.faults import Load
+from tests.integration.helpers import fan_out, model_step, scale_model, upload
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+RECORDS = {"content-type": "application/json; format=pandas-records"}
 
 
-def test_pipeline_comes_back_deployed_after_restart(
-    corral, fraud_pipeline, admin, http, admin_headers
-) -> None:
+def test_pipeline_comes_back_deployed_after_restart(corral, fraud_pipeline, admin, http, admin_headers) -> None:
     from cluster import lifecycle
 
     admin.pipeline("fraud").set_traffic({"main": 3})  # live traffic, not the spec's: must survive too
@@ -49,3 +54,109 @@ def _infer(http: Any, admin_headers: dict[str, str]) -> str:
     )
     assert reply.status_code == 200, reply.text
     return str(reply.headers["x-corral-request-id"])
+
+
+def fleet_specs(tmp: Path, admin: Any) -> dict[str, dict[str, Any]]:
+    """Nine pipelines besides `fraud`: an A/B pair with a shadow, one to hot-swap, one with a GPU
+    step, six plain ones; each router and step as cheap as placement allows."""
+    one, two = upload(admin, "fleet-one", scale_model(1.0), tmp), upload(admin, "fleet-two", scale_model(2.0), tmp)
+    router = {"num_cpus": 0.05, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}
+    plain = {"steps": [model_step(one)], "router": router}
+    specs: dict[str, dict[str, Any]] = {f"fleet-{i}": plain for i in range(6)}
+    specs["fleet-ab"] = {
+        "variants": {"a": {"steps": [model_step(one)]}, "b": {"steps": [model_step(two)]}},
+        "traffic": {"weights": {"a": 1}, "shadows": ["b"]},
+        "router": router,
+    }
+    specs["fleet-swap"] = plain
+    gpu_step = {**model_step(one), "resources": {"num_cpus": 0.1, "num_gpus": 1}}
+    specs["fleet-gpu"] = {"steps": [gpu_step], "router": router}
+    return specs
+
+
+def test_ten_pipelines_stop_within_30_s_and_a_crash_restores_them_with_an_unplaceable_one_pending(
+    corral: Any, fraud_pipeline: Any, admin: Any, http: Any, admin_headers: dict[str, str], tmp_path: Path
+) -> None:
+    import ray
+
+    from cluster import lifecycle
+
+    specs = fleet_specs(tmp_path, admin)
+    fan_out(lambda item: admin.pipeline(item[0], item[1]).deploy(), list(specs.items()), workers=3)
+    two = upload(admin, "fleet-two", scale_model(2.0), tmp_path)
+    admin.pipeline("fleet-swap").swap_model("model", two)
+    swapped_version = admin.pipeline("fleet-swap").status()["version"]
+    admin.pipeline("fraud").explain("kernel_shap", [{c: 1.0 for c in FEATURES}], nsamples=20)  # an explainer app
+    assert _infer_scaled(http, admin_headers, "fleet-gpu") == 1.0
+
+    lines: list[str] = []
+    started = time.monotonic()
+    lifecycle.down(corral, say=lines.append)
+    took = time.monotonic() - started
+    assert took <= 30, f"`corral down` with 10 pipelines took {took:.0f} s: {lines}"
+    assert any("stopping 11 pipeline application(s)" in line for line in lines), lines  # 10 + the explainer
+
+    lifecycle.up(corral, say=print)
+    with Load(
+        corral.base_url, "/ws/default/v2/models/fleet-0/infer", b'[{"x": 1.0}]', {**admin_headers, **RECORDS}
+    ) as load:
+        load.wait_ok(100)
+        subprocess.run([lifecycle._ray_bin(), "stop", "--force"], capture_output=True, timeout=120, check=True)
+    assert load.replied(), "no traffic before the crash"
+    ray.shutdown()  # this driver's connection died with the cluster
+
+    no_gpu = corral.model_copy(update={"num_gpus": 0})  # the GPU worker is gone
+    started = time.monotonic()
+    result = lifecycle.up(no_gpu, say=print)
+    took = time.monotonic() - started
+    assert took < float(os.environ["CORRAL_DEPLOY_TIMEOUT_S"]), f"`corral up` waited {took:.0f} s"
+    rows = {r["name"]: r for r in result.restored}
+    assert set(rows) == {"fraud", *specs}, rows
+    assert rows["fleet-gpu"]["status"] == "pending", rows["fleet-gpu"]
+    assert rows["fleet-gpu"]["reason"] == "needs 1 GPU; the cluster has 0 GPUs"
+    assert {r["status"] for name, r in rows.items() if name != "fleet-gpu"} == {"running"}, rows
+    assert admin.pipeline("fleet-swap").status()["version"] == swapped_version
+    assert admin.pipeline("fleet-ab").status()["traffic"]["shadows"] == ["b"]
+    assert _infer_scaled(http, admin_headers, "fleet-swap") == 2.0
+    for name in specs.keys() - {"fleet-gpu", "fleet-swap"}:
+        assert _infer_scaled(http, admin_headers, name) == 1.0
+
+    status = admin.pipeline("fleet-gpu").status()
+    assert (status["status"], status["reason"]) == ("pending", "needs 1 GPU; the cluster has 0 GPUs")
+    reply = http.post("/ws/default/v2/models/fleet-gpu/infer", json=[{"x": 1.0}], headers={**admin_headers, **RECORDS})
+    assert reply.status_code == 503, reply.text
+    assert reply.headers["retry-after"] == "10"
+    assert "pending: needs 1 GPU; the cluster has 0 GPUs" in reply.json()["error"]
+
+    # A GPU node joins: the pending pipeline starts by itself.
+    address = ray.get_runtime_context().gcs_address
+    joined = subprocess.run(
+        [lifecycle._ray_bin(), "start", f"--address={address}", "--num-cpus=1", "--num-gpus=1", *_own_ports()],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ, **lifecycle.RAY_PROCESS_ENV),
+    )  # fmt: skip
+    assert joined.returncode == 0, joined.stderr
+    deadline = time.monotonic() + 180
+    while admin.pipeline("fleet-gpu").status()["status"] != "running":
+        assert time.monotonic() < deadline, admin.pipeline("fleet-gpu").status()
+        time.sleep(2)
+    assert _infer_scaled(http, admin_headers, "fleet-gpu") == 1.0
+
+
+def _infer_scaled(http: Any, admin_headers: dict[str, str], name: str) -> float:
+    reply = http.post(f"/ws/default/v2/models/{name}/infer", json=[{"x": 1.0}], headers={**admin_headers, **RECORDS})
+    assert reply.status_code == 200, (name, reply.text)
+    return float(reply.json()[0]["y"])
+
+
+def _own_ports() -> list[str]:
+    """Free ports for a second node's agents on this machine (the head holds the defaults)."""
+    import socket
+
+    options = ["--metrics-export-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+               "--runtime-env-agent-port"]  # fmt: skip
+    ports = []
+    for option in options:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(f"{option}={probe.getsockname()[1]}")
+    return ports

@@ -1,0 +1,122 @@
+"""Fault injection for the integration tests: closed-loop clients that record every request, and
+the pids of the real processes (Serve replicas, the controller) to SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+
+@dataclass(frozen=True)
+class Call:
+    started: float
+    ended: float
+    status: int  # 0: the connection failed (reset, refused)
+    request_id: str | None
+    detail: str
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started
+
+
+@dataclass
+class Load:
+    """`clients` threads, each sending `body` to `url` back to back on one keep-alive connection."""
+
+    base_url: str
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    clients: int = 8
+    calls: list[Call] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def __enter__(self) -> Load:
+        self.threads = [threading.Thread(target=self._client, daemon=True) for _ in range(self.clients)]
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+
+    def _client(self) -> None:
+        with httpx.Client(base_url=self.base_url, timeout=30) as http:
+            while not self.stop.is_set():
+                started = time.monotonic()
+                try:
+                    reply = http.post(self.url, content=self.body, headers=self.headers)
+                    call = Call(
+                        started, time.monotonic(), reply.status_code, reply.headers.get("x-corral-request-id"),
+                        reply.text[:300] if reply.status_code != 200 else "",
+                    )  # fmt: skip
+                except httpx.HTTPError as exc:
+                    call = Call(started, time.monotonic(), 0, None, f"{type(exc).__name__}: {exc}"[:300])
+                self.calls.append(call)
+
+    def failed(self) -> list[Call]:
+        return [c for c in self.calls if c.status != 200]
+
+    def replied(self) -> list[Call]:
+        return [c for c in self.calls if c.status == 200]
+
+    def wait_ok(self, count: int, timeout_s: float = 60) -> None:
+        """Until `count` requests succeeded since now (the load is flowing)."""
+        before = len(self.replied())
+        deadline = time.monotonic() + timeout_s
+        while len(self.replied()) < before + count:
+            assert time.monotonic() < deadline, f"no traffic got through: {self.failed()[-3:]}"
+            time.sleep(0.05)
+
+
+def serve_actor_pids(class_name: str) -> list[int]:
+    """Pids of the live Ray actors of `class_name`, e.g. 'ServeReplica:<app>:<deployment>'."""
+    from ray.util.state import list_actors
+
+    actors = list_actors(filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")], limit=1000)
+    return sorted(int(a.pid) for a in actors if a.pid)
+
+
+def replica_pids(app: str, deployment: str) -> list[int]:
+    return serve_actor_pids(f"ServeReplica:{app}:{deployment}")
+
+
+def kill(pid: int) -> float:
+    """SIGKILL `pid`; returns when (time.monotonic)."""
+    os.kill(pid, signal.SIGKILL)
+    return time.monotonic()
+
+
+def wait_replaced(find: Any, killed: int, count: int, timeout_s: float = 60) -> list[int]:
+    """Until `find()` lists `count` live pids and the `killed` one is not among them."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pids = find()
+        if len(pids) >= count and killed not in pids:
+            return list(pids)
+        assert time.monotonic() < deadline, f"no replacement process within {timeout_s:.0f} s (now {pids})"
+        time.sleep(0.5)
+
+
+def summary(name: str, load: Load, killed_at: float) -> str:
+    """One line of measured figures (the README's "What happens when" table comes from these)."""
+    failed = load.failed()
+    statuses = sorted({c.status for c in failed})
+    after = [c for c in load.replied() if c.started >= killed_at]
+    first = min(c.ended for c in after) - killed_at if after else float("nan")
+    line = (
+        f"FAULT {name}: {len(failed)} failed {statuses}, first reply to a request sent after the kill "
+        f"{first:.2f} s, longest wait {max(c.seconds for c in load.calls):.2f} s, {len(load.replied())} replied"
+    )
+    print(line)
+    return line
