@@ -187,7 +187,12 @@ def up(settings: CorralSettings, say: Say = print) -> UpResult:
     deploy_assay_scheduler(settings)
     say("restoring deployed pipelines")
     handle = serve.get_app_handle(CONTROL_APP)
-    restored: list[dict[str, Any]] = handle.restore.remote().result(timeout_s=settings.deploy_timeout_s * 4)
+    bound = settings.deploy_timeout_s * 2  # restores run a few at a time, each bounded by the deploy timeout
+    try:
+        restored: list[dict[str, Any]] = handle.restore.remote().result(timeout_s=bound)
+    except TimeoutError:
+        say(f"  still restoring after {bound:.0f} s: the control app goes on; see `corral pipelines list`")
+        restored = []
     for row in restored:
         say(
             f"  {row['workspace']}/{row['name']}: {row['status']}"

@@ -103,6 +103,5 @@ def shortfall(spec: PipelineSpec, cluster: dict[str, float]) -> str | None:
 def _amount(resource: str, amount: float) -> str:
     if resource.startswith("accelerator_type:"):
         kind = resource.split(":", 1)[1]
-        return f"a {kind} accelerator" if amount > 0 else f"no {kind} accelerator"
-    unit = {"CPU": "CPU", "GPU": "GPU"}.get(resource, resource)
-    return f"{amount:g} {unit}" + ("s" if amount != 1 and unit in ("CPU", "GPU") else "")
+        return f"an accelerator of type {kind}" if amount > 0 else "none"
+    return f"{amount:g} {resource}" + ("s" if amount != 1 and resource in ("CPU", "GPU") else "")

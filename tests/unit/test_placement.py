@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from pipelines.placement import inline_steps, own_steps, router_resources, router_scaling, segments
+from pipelines.placement import (
+    inline_steps,
+    own_steps,
+    router_resources,
+    router_scaling,
+    segments,
+    shortfall,
+    startup_needs,
+)
 from pipelines.spec import PipelineSpec, StepSpec
 
 
@@ -88,3 +96,35 @@ def test_router_scales_to_two_replicas_by_default() -> None:
     spec = PipelineSpec.model_validate({"steps": [step("a")]})
     scaling = router_scaling(spec)
     assert (scaling.min_replicas, scaling.max_replicas) == (1, 2)
+
+
+def _gpu_spec(num_gpus: float = 1, replicas: int = 1, accelerator: str | None = None) -> PipelineSpec:
+    gpu = {"num_cpus": 0.5, "num_gpus": num_gpus, **({"accelerator_type": accelerator} if accelerator else {})}
+    scaling = {"min_replicas": replicas, "max_replicas": max(replicas, 1)}
+    return PipelineSpec.model_validate(
+        {
+            "steps": [
+                {"name": "pre", "python": "pipelines.builtin:Select", "config": {"columns": ["x"]}},
+                {"name": "model", "model": "m:1", "resources": gpu, "autoscaling": scaling},
+            ],
+            "router": {"num_cpus": 0.25},
+        }
+    )
+
+
+def test_startup_needs_add_the_router_with_its_inline_steps_and_each_own_step_at_min_replicas() -> None:
+    needs = startup_needs(_gpu_spec(num_gpus=0.5, replicas=2))
+    assert needs == {"CPU": 0.25 + 0.5 + 2 * 0.5, "GPU": 1.0}
+    assert "GPU" not in startup_needs(_gpu_spec(replicas=0)), "a step at zero replicas needs nothing to start"
+
+
+def test_a_pipeline_that_cannot_be_placed_says_what_it_needs_and_what_the_cluster_has() -> None:
+    assert shortfall(_gpu_spec(), {"CPU": 16.0}) == "needs 1 GPU; the cluster has 0 GPUs"
+    assert shortfall(_gpu_spec(num_gpus=1, replicas=3), {"CPU": 16.0, "GPU": 2.0}) == (
+        "needs 3 GPUs; the cluster has 2 GPUs"
+    )
+    assert shortfall(_gpu_spec(), {"CPU": 16.0, "GPU": 1.0}) is None
+    assert shortfall(_gpu_spec(accelerator="A100"), {"CPU": 16.0, "GPU": 4.0}) == (
+        "needs an accelerator of type A100; the cluster has none"
+    )
+    assert shortfall(_gpu_spec(), {"CPU": 1.0, "GPU": 1.0}) == "needs 1.25 CPUs; the cluster has 1 CPU"
