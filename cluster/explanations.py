@@ -24,6 +24,7 @@ from cluster.registry import Registry
 from cluster.settings import CorralSettings
 from cluster.store.artifacts import ArtifactStore
 from cluster.store.tables import PipelineVersion
+from deployments.autoscaling import POLICY_PATH
 from deployments.names import EXPLAINER_DEPLOYMENT, explainer_app_name, step_deployment_name
 from explain.request import DatasetReference, ExplainRequest, ValuesReference, WindowReference, parse_request
 from monitoring.log_schema import IN
@@ -35,6 +36,7 @@ from serving.errors import as_domain_error
 
 log = logging.getLogger("corral.explain")
 MAX_LOGGED_REFERENCE_ROWS = 10_000
+EXPLAINER_DOWNSCALE_DELAY_S = 5.0
 START_GRACE_S = 120.0  # a cold explainer replica imports alibi and connects before it can start
 POLL_S = 0.25
 
@@ -143,15 +145,19 @@ class ExplainService:
                 "min_replicas": 0,
                 "initial_replicas": 1,
                 "max_replicas": 1,  # one replica: progress reports and the fitted-explainer cache live in it
-                "target_ongoing_requests": 2,
+                "target_ongoing_requests": 1,
                 "upscale_delay_s": 0,
-                "downscale_delay_s": idle_s,
-                "downscale_to_zero_delay_s": idle_s,
+                # The replica reports itself busy until idle_s after its last request (Serve's own
+                # sampled count misses short calls), so Serve's delays need not wait that long again.
+                "downscale_delay_s": EXPLAINER_DOWNSCALE_DELAY_S,
+                "downscale_to_zero_delay_s": EXPLAINER_DOWNSCALE_DELAY_S,
+                "look_back_period_s": 10,
+                "policy": {"policy_function": POLICY_PATH},
             },
         )
         log.info("starting the explainer of %s/%s (scales to zero after %.0f s idle)", workspace, name, idle_s)
         fetch = ArtifactStore(self.settings.artifacts_uri).get  # the explainer loads the steps' models itself
-        serve.run(deployment.bind(workspace, name, fetch), name=app, route_prefix=None, blocking=False)
+        serve.run(deployment.bind(workspace, name, fetch, idle_s), name=app, route_prefix=None, blocking=False)
 
     async def _wait_running(self, app: str) -> None:
         deadline = time.monotonic() + self.settings.deploy_timeout_s

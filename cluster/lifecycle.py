@@ -40,6 +40,10 @@ RAY_PROCESS_ENV = {
     # gRPC between deployments (the profile's default, kept explicit): own steps 94 / 443 req/s
     # against 75 / 268 over Ray's actor calls; 10,000-row Arrow inline 594 against 304 req/s.
     "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+    # Behind HAProxy Serve keeps a stopping ingress replica (a router) open for this long so the
+    # proxies can drop it first; its default, 30 s, made every undeploy and `corral down` take over
+    # 30 s. HAProxy here learns of a stopping replica within a second and retries refused connections.
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
 }
 
 

@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 import uuid
 from typing import Any, cast
 
@@ -29,6 +30,7 @@ from pipelines.loading import FetchArtifact, load_step
 from pipelines.placement import segments
 from pipelines.spec import StepSpec
 from serving.errors import as_domain_error
+from serving.load import BACKLOG_METRIC
 from serving.segments import InlineSegment, Segment, run_segments
 
 log = logging.getLogger("corral.explain")
@@ -40,8 +42,11 @@ HANDLE_GRACE_S = 10.0
 class Explainer:
     """`explain(job_id, body, reference, context)` for one pipeline; fitted explainers cached per version."""
 
-    def __init__(self, workspace: str, pipeline: str, fetch_artifact: FetchArtifact) -> None:
+    def __init__(self, workspace: str, pipeline: str, fetch_artifact: FetchArtifact, idle_s: float = 300.0) -> None:
         self.app = app_name(workspace, pipeline)
+        self.idle_s = idle_s
+        self.in_flight = 0
+        self.last_used = time.monotonic()
         self.router = serve.get_deployment_handle(ROUTER_DEPLOYMENT, app_name=self.app)
         self.fetch_artifact = fetch_artifact
         self.chains: dict[tuple[int, str], list[Segment] | None] = {}
@@ -61,6 +66,28 @@ class Explainer:
         """One explanation as the contract's `{"meta", "data"}`; `context` (pipeline, version, variant,
         reference description, budget) goes into `meta`; `plan` is the variant's steps and models.
         Domain errors come back as themselves."""
+        self.in_flight += 1
+        try:
+            return await self._explain(job_id, body, reference, context, plan)
+        finally:
+            self.in_flight -= 1
+            self.last_used = time.monotonic()
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve asks every few seconds. Its own count of requests in flight misses short explain
+        calls (sampled, then averaged), so the replica says whether it was used in the last `idle_s`:
+        the explainer scales to zero only after that long without a request."""
+        busy = self.in_flight > 0 or time.monotonic() - self.last_used < self.idle_s
+        return {BACKLOG_METRIC: 1.0 if busy else 0.0}
+
+    async def _explain(
+        self,
+        job_id: str,
+        body: dict[str, Any],
+        reference: pa.Table,
+        context: dict[str, Any],
+        plan: dict[str, Any] | None,
+    ) -> dict[str, Any]:
         request = parse_request(body)
         version, variant = int(context["version"]), str(context["variant"])
         self.cache.keep_scope((version,))  # fitted explainers of other pipeline versions are stale

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -33,6 +33,7 @@ KINDS = (INFERENCES, SHADOWS)
 # Compaction merges files below this size: a merged file this large is final (rewriting it with every
 # merge made the sink's work per merge grow with the day's log, and its memory with it).
 SMALL_FILE_BYTES = 16 * 2**20
+MERGE_ROW_GROUP = 64 * 1024  # rows a merge holds in memory and writes as one row group
 # A shadow call may finish up to its timeout after the primary reply was logged.
 SHADOW_LAG = timedelta(seconds=60)
 
@@ -103,14 +104,23 @@ class LogStore:
             self._write_file(self.partition(kind, workspace, pipeline, date.fromisoformat(day)), part)
         return rows.num_rows
 
+    @classmethod
+    def _write_file(cls, folder: Path, rows: pa.Table) -> Path:
+        return cls._publish(folder, lambda path: pq.write_table(rows, path, compression="zstd"))
+
     @staticmethod
-    def _write_file(folder: Path, rows: pa.Table) -> Path:
+    def _publish(folder: Path, write: Callable[[Path], None]) -> Path:
+        """`write(path)` a new part file under a temporary name, then make it visible at once."""
         folder.mkdir(parents=True, exist_ok=True)
         name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = folder / f".{name}.tmp"
-        pq.write_table(rows, tmp, compression="zstd")
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())  # the rename must not expose a file whose bytes are still in memory
+        try:
+            write(tmp)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())  # the rename must not expose a file whose bytes are still in memory
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, folder / name)
         return folder / name
 
@@ -125,18 +135,43 @@ class LogStore:
                 if len(parts) < max(min_files, 2):
                     continue
                 with self._locked(exclusive=True):
-                    try:
-                        table = pa.concat_tables([pq.read_table(p) for p in parts], promote_options="permissive")
-                    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                        # A column changed type between pipeline versions: leave the files apart (DuckDB
-                        # still reads them together).
-                        log.warning("not compacting %s: %s", folder, exc)
+                    if not self._merge(folder, parts):
                         continue
-                    self._write_file(folder, table.sort_by([(TIME, "ascending")]))
                     for part in parts:
                         part.unlink(missing_ok=True)
                 merged += 1
+        pa.default_memory_pool().release_unused()  # merges come in bursts: give the pages back between them
         return merged
+
+    def _merge(self, folder: Path, parts: list[Path]) -> bool:
+        """Write `parts` as one file, streaming: at most about MERGE_ROW_GROUP rows are in memory."""
+        try:
+            schema = pa.unify_schemas([pq.read_schema(p) for p in parts], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            # A column changed type between pipeline versions: leave the files apart (DuckDB still
+            # reads them together).
+            log.warning("not compacting %s: %s", folder, exc)
+            return False
+
+        def write(path: Path) -> None:
+            with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+                pending: list[pa.Table] = []
+                rows = 0
+                for part in parts:  # names sort by write time, so the merged file is in time order
+                    pending.append(_conform(pq.read_table(part), schema))
+                    rows += pending[-1].num_rows
+                    if rows >= MERGE_ROW_GROUP:
+                        writer.write_table(pa.concat_tables(pending))
+                        pending, rows = [], 0
+                if pending:
+                    writer.write_table(pa.concat_tables(pending))
+
+        try:
+            self._publish(folder, write)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            log.warning("not compacting %s: %s", folder, exc)
+            return False
+        return True
 
     # --- reading ------------------------------------------------------------------------------
     def query(
@@ -233,3 +268,12 @@ def rows_as_json(table: pa.Table) -> list[dict[str, object]]:
         if isinstance(stamp, datetime):
             row[TIME] = stamp.astimezone(UTC).isoformat().replace("+00:00", "Z")
     return rows
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with exactly `schema`'s columns: missing ones null, the others cast (promotions only)."""
+    columns = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)

@@ -207,7 +207,7 @@ def test_serve_controller_sigkill(
     # The control plane works again: a traffic change goes through the new controller.
     back = _control_back(http, admin_headers, killed_at)
     assert back <= BACK_WITHIN_S + 20
-    assert admin.pipeline("faults").set_traffic({"weights": {"main": 1}})["status"] == "running"
+    assert admin.pipeline("faults").set_traffic({"main": 1})["status"] == "running"
 
 
 @pytest.mark.parametrize("deployment", [ROUTER_DEPLOYMENT, step_deployment_name("main", "model")])
