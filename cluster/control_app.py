@@ -10,12 +10,18 @@ from ray.serve.deployment import Deployment
 from cluster.api import build_api
 from cluster.service import ControlService
 from cluster.settings import CorralSettings
+from deployments.health import HEALTH_CHECK_PERIOD_S
 from deployments.names import CONTROL_DEPLOYMENT
 
 api = build_api()
 
 
-@serve.deployment(name=CONTROL_DEPLOYMENT, ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=200)
+@serve.deployment(
+    name=CONTROL_DEPLOYMENT,
+    ray_actor_options={"num_cpus": 0.25},
+    max_ongoing_requests=200,
+    health_check_period_s=HEALTH_CHECK_PERIOD_S,
+)
 @serve.ingress(api)
 class CorralControl:
     def __init__(self, settings: dict[str, Any], admin_token_hash: str | None) -> None:

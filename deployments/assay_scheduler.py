@@ -8,12 +8,18 @@ import logging
 
 from ray import serve
 
+from deployments.health import HEALTH_CHECK_PERIOD_S
 from deployments.names import CONTROL_APP, CONTROL_DEPLOYMENT
 
 log = logging.getLogger("corral.assays")
 
 
-@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=8)
+@serve.deployment(
+    num_replicas=1,
+    ray_actor_options={"num_cpus": 0.1},
+    max_ongoing_requests=8,
+    health_check_period_s=HEALTH_CHECK_PERIOD_S,
+)
 class AssayScheduler:
     """Every `tick_s`, runs the windows of active assays that have ended (paused ones are skipped).
 

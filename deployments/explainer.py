@@ -21,6 +21,7 @@ from typing import Any, cast
 import pyarrow as pa
 from ray import serve
 
+from deployments.health import HEALTH_CHECK_PERIOD_S
 from deployments.names import ROUTER_DEPLOYMENT, app_name, step_deployment_name
 from deployments.remote_segment import RemoteSegment
 from explain.engine import ExplainerCache, explain
@@ -38,7 +39,9 @@ PROGRESS_LOG_S = 5.0
 HANDLE_GRACE_S = 10.0
 
 
-@serve.deployment(max_ongoing_requests=4, ray_actor_options={"num_cpus": 0.5})
+@serve.deployment(
+    max_ongoing_requests=4, ray_actor_options={"num_cpus": 0.5}, health_check_period_s=HEALTH_CHECK_PERIOD_S
+)
 class Explainer:
     """`explain(job_id, body, reference, context)` for one pipeline; fitted explainers cached per version."""
 

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from ray import serve
 
+from deployments.health import HEALTH_CHECK_PERIOD_S
 from deployments.metrics import metric
 from monitoring.log_schema import with_anomalies
 from monitoring.log_store import INFERENCES, LogStore
@@ -34,6 +35,7 @@ COMPACT_EVERY_S = 30.0
     ray_actor_options={"num_cpus": 0.25},
     max_ongoing_requests=256,
     graceful_shutdown_timeout_s=60,
+    health_check_period_s=HEALTH_CHECK_PERIOD_S,
 )
 class LogSink:
     """Writes inference and shadow rows; `flush` merges small files (called by `corral down`)."""

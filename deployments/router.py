@@ -20,6 +20,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import Response
 
+from deployments.health import HEALTH_CHECK_PERIOD_S
 from deployments.metrics import metric
 from deployments.names import (
     CONTROL_APP,
@@ -137,7 +138,7 @@ class _Telemetry:
         self._count(REQUESTS, tags, 1)
 
 
-@serve.deployment(max_ongoing_requests=1000)
+@serve.deployment(max_ongoing_requests=1000, health_check_period_s=HEALTH_CHECK_PERIOD_S)
 class PipelineRouter:
     """Ingress deployment of one pipeline application (HTTP and Python handle callers)."""
 

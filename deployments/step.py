@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 from ray import serve
 
+from deployments.health import HEALTH_CHECK_PERIOD_S
 from deployments.metrics import metric
 from monitoring.metrics import STEP_LATENCY
 from pipelines.errors import CorralError
@@ -22,7 +23,7 @@ from pipelines.step import Step, call_step
 log = logging.getLogger("corral.step")
 
 
-@serve.deployment(max_ongoing_requests=256)
+@serve.deployment(max_ongoing_requests=256, health_check_period_s=HEALTH_CHECK_PERIOD_S)
 class StepDeployment:
     """Runs one step of one variant. Requests of fewer rows than the batch size are micro-batched."""
 
