@@ -151,7 +151,7 @@ class ExplainService:
                 # sampled count misses short calls), so Serve's delays need not wait that long again.
                 "downscale_delay_s": EXPLAINER_DOWNSCALE_DELAY_S,
                 "downscale_to_zero_delay_s": EXPLAINER_DOWNSCALE_DELAY_S,
-                "look_back_period_s": 10,
+                "look_back_period_s": 15,  # must exceed Serve's metrics interval (10 s)
                 "policy": {"policy_function": POLICY_PATH},
             },
         )

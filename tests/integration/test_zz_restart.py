@@ -93,6 +93,7 @@ def test_ten_pipelines_stop_within_30_s_and_a_crash_restores_them_with_an_unplac
     started = time.monotonic()
     lifecycle.down(corral, say=lines.append)
     took = time.monotonic() - started
+    print(f"FAULT corral down with 10 pipelines and an explainer: {took:.1f} s")
     assert took <= 30, f"`corral down` with 10 pipelines took {took:.0f} s: {lines}"
     assert any("stopping 11 pipeline application(s)" in line for line in lines), lines  # 10 + the explainer
 
@@ -109,6 +110,7 @@ def test_ten_pipelines_stop_within_30_s_and_a_crash_restores_them_with_an_unplac
     started = time.monotonic()
     result = lifecycle.up(no_gpu, say=print)
     took = time.monotonic() - started
+    print(f"FAULT corral up after ray stop --force: {took:.1f} s")
     assert took < float(os.environ["CORRAL_DEPLOY_TIMEOUT_S"]), f"`corral up` waited {took:.0f} s"
     rows = {r["name"]: r for r in result.restored}
     assert set(rows) == {"fraud", *specs}, rows
@@ -135,11 +137,13 @@ def test_ten_pipelines_stop_within_30_s_and_a_crash_restores_them_with_an_unplac
         capture_output=True, text=True, timeout=120, env=dict(os.environ, **lifecycle.RAY_PROCESS_ENV),
     )  # fmt: skip
     assert joined.returncode == 0, joined.stderr
-    deadline = time.monotonic() + 180
+    joined_at = time.monotonic()
+    deadline = joined_at + 180
     while admin.pipeline("fleet-gpu").status()["status"] != "running":
         assert time.monotonic() < deadline, admin.pipeline("fleet-gpu").status()
         time.sleep(2)
     assert _infer_scaled(http, admin_headers, "fleet-gpu") == 1.0
+    print(f"FAULT pending GPU pipeline running {time.monotonic() - joined_at:.1f} s after a GPU node joined")
 
 
 def _infer_scaled(http: Any, admin_headers: dict[str, str], name: str) -> float:
