@@ -193,6 +193,7 @@ def test_control_app_sigkill(single: Any, corral: Any, http: httpx.Client, admin
         back = _control_back(http, admin_headers, killed_at)
         load.wait_ok(100)
     summary("control_app_sigkill", load, killed_at)
+    print(f"FAULT control API answered again {back:.1f} s after the kill")
     assert not load.failed(), f"the data plane failed while the control app restarted: {load.failed()[:3]}"
     assert back <= BACK_WITHIN_S, f"the control API answered again only {back:.1f} s after the kill"
 
