@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import onnx
 from onnx import TensorProto, helper
 
@@ -74,3 +76,18 @@ def model_step(ref: str) -> dict[str, Any]:
 def fan_out(fn: Any, items: list[Any], workers: int = 16) -> list[Any]:
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(fn, items))
+
+
+def scrape(port: int) -> str:
+    """Ray's Prometheus endpoint on this node."""
+    return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+
+
+def metric_sum(text: str, metric: str, **labels: str) -> float:
+    """Sum of the samples of `metric` whose labels include `labels` (Ray prefixes names with ray_)."""
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(r"^(ray_)?" + re.escape(metric) + r"\{(.*)\} ([0-9.e+-]+)$", line)
+        if match and all(f'{k}="{v}"' in match.group(2) for k, v in labels.items()):
+            total += float(match.group(3))
+    return total

@@ -33,6 +33,7 @@ from deployments.names import (
 )
 from examples.fraud import FEATURES, make_transactions
 from tests.integration.faults import Call, Load, kill, replica_pids, serve_actor_pids, summary, wait_replaced
+from tests.integration.helpers import metric_sum, scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BACK_WITHIN_S = 10.0  # one replica of the killed deployment
@@ -54,20 +55,21 @@ def spec_with(base: dict[str, Any], replicas: int) -> dict[str, Any]:
     return spec
 
 
-@pytest.fixture(scope="module")
-def single(admin: Any, fraud_pipeline: dict[str, Any]) -> Iterator[Any]:
-    pipeline = admin.pipeline("faults", spec_with(fraud_pipeline["spec"], 1))
+def deployed(admin: Any, name: str, spec: dict[str, Any]) -> Iterator[Any]:
+    pipeline = admin.pipeline(name, spec)
     pipeline.deploy()
     yield pipeline
     pipeline.undeploy()
+
+
+@pytest.fixture(scope="module")
+def single(admin: Any, fraud_pipeline: dict[str, Any]) -> Iterator[Any]:
+    yield from deployed(admin, "faults", spec_with(fraud_pipeline["spec"], 1))
 
 
 @pytest.fixture(scope="module")
 def twin(admin: Any, fraud_pipeline: dict[str, Any]) -> Iterator[Any]:
-    pipeline = admin.pipeline("faults-twin", spec_with(fraud_pipeline["spec"], 2))
-    pipeline.deploy()
-    yield pipeline
-    pipeline.undeploy()
+    yield from deployed(admin, "faults-twin", spec_with(fraud_pipeline["spec"], 2))
 
 
 def load_on(corral: Any, admin_headers: dict[str, str], pipeline: str) -> Load:
@@ -106,17 +108,24 @@ def kill_one_under_load(load: Load, pids: list[int]) -> float:
     return kill(pids[0])
 
 
-def test_step_replica_sigkill(single: Any, corral: Any, admin_headers: dict[str, str]) -> None:
-    app = app_name("default", "faults")
-    find = lambda: replica_pids(app, step_deployment_name("main", "model"))  # noqa: E731
+def sigkill_under_load(corral: Any, headers: dict[str, str], pipeline: str, find: Any) -> tuple[Load, float]:
+    """SIGKILL the one process `find()` lists while 8 clients send; back within BACK_WITHIN_S,
+    failures only in flight. Returns the load and when the kill was."""
     old = find()
     assert len(old) == 1
-    with load_on(corral, admin_headers, "faults") as load:
+    with load_on(corral, headers, pipeline) as load:
         killed_at = kill_one_under_load(load, old)
         wait_replaced(find, old[0], 1)
         back_within(load, killed_at, BACK_WITHIN_S)
-    summary("step_replica_sigkill", load, killed_at)
     in_flight_only(load.calls, killed_at)
+    return load, killed_at
+
+
+def test_step_replica_sigkill(single: Any, corral: Any, admin_headers: dict[str, str]) -> None:
+    app = app_name("default", "faults")
+    find = lambda: replica_pids(app, step_deployment_name("main", "model"))  # noqa: E731
+    load, killed_at = sigkill_under_load(corral, admin_headers, "faults", find)
+    summary("step_replica_sigkill", load, killed_at)
 
 
 def test_router_replica_sigkill_loses_at_most_its_last_flush_and_counts_it(
@@ -124,16 +133,10 @@ def test_router_replica_sigkill_loses_at_most_its_last_flush_and_counts_it(
 ) -> None:
     app = app_name("default", "faults")
     find = lambda: replica_pids(app, ROUTER_DEPLOYMENT)  # noqa: E731
-    old = find()
-    assert len(old) == 1
     since = datetime.now(UTC) - timedelta(minutes=1)
     lost_before = _scrape_sum(corral.metrics_port, "corral_log_rows_lost_total", pipeline="faults")
-    with load_on(corral, admin_headers, "faults") as load:
-        killed_at = kill_one_under_load(load, old)
-        wait_replaced(find, old[0], 1)
-        back_within(load, killed_at, BACK_WITHIN_S)
-    summary("router_replica_sigkill_loses_at_most_its_last_flush_and_counts_it", load, killed_at)
-    in_flight_only(load.calls, killed_at)
+    load, killed_at = sigkill_under_load(corral, admin_headers, "faults", find)
+    summary("router_replica_sigkill", load, killed_at)
     replied = {c.request_id for c in load.replied()}
     logged = _logged_ids(admin, "faults", since, replied)
     lost = replied - logged
@@ -261,10 +264,4 @@ def _logged_ids(admin: Any, pipeline: str, since: datetime, expected: set[Any]) 
 
 
 def _scrape_sum(port: int, metric: str, **labels: str) -> float:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(r"^(ray_)?" + re.escape(metric) + r"\{(.*)\} ([0-9.e+-]+)$", line)
-        if match and all(f'{k}="{v}"' in match.group(2) for k, v in labels.items()):
-            total += float(match.group(3))
-    return total
+    return metric_sum(scrape(port), metric, **labels)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -13,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.integration.helpers import fan_out, model_step, scale_model, upload
+from tests.integration.helpers import fan_out, metric_sum, model_step, scale_model, scrape, upload
 
 pytestmark = pytest.mark.integration
 RECORDS = {"content-type": "application/json; format=pandas-records"}
@@ -90,20 +89,6 @@ def test_bad_validations_are_422_and_store_nothing(
     assert http.get("/api/v1/workspaces/default/pipelines/never-stored", headers=admin_headers).status_code == 404
 
 
-def _scrape(port: int) -> str:
-    return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-
-
-def _sum(text: str, metric: str, **labels: str) -> float:
-    """Sum of the samples of `metric` whose labels include `labels` (Ray prefixes names with ray_)."""
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(r"^(ray_)?" + re.escape(metric) + r"\{(.*)\} ([0-9.e+-]+)$", line)
-        if match and all(f'{k}="{v}"' in match.group(2) for k, v in labels.items()):
-            total += float(match.group(3))
-    return total
-
-
 @pytest.mark.slow
 def test_prometheus_endpoint_has_corral_metrics_with_labels_and_counts(
     scored: Any, corral: Any, http: httpx.Client, admin_headers: dict[str, str]
@@ -118,16 +103,17 @@ def test_prometheus_endpoint_has_corral_metrics_with_labels_and_counts(
     expected = (SENT["200"], SENT["422"], SENT["high_risk"], SENT["rows"])
     deadline = time.monotonic() + 90  # Ray exports metrics every few seconds
     while True:
-        text = _scrape(corral.metrics_port)
+        text = scrape(corral.metrics_port)
         seen = (
-            _sum(text, "corral_requests_total", pipeline="scored", status="200", variant="main"),
-            _sum(text, "corral_requests_total", pipeline="scored", status="422"),
-            _sum(text, "corral_validation_failures_total", pipeline="scored", validation="high_risk"),
-            _sum(text, "corral_rows_total", pipeline="scored", workspace="default", variant="main"),
+            metric_sum(text, "corral_requests_total", pipeline="scored", status="200", variant="main"),
+            metric_sum(text, "corral_requests_total", pipeline="scored", status="422"),
+            metric_sum(text, "corral_validation_failures_total", pipeline="scored", validation="high_risk"),
+            metric_sum(text, "corral_rows_total", pipeline="scored", workspace="default", variant="main"),
         )
         if seen == expected or time.monotonic() > deadline:
             break
         time.sleep(2)
     assert seen == expected
-    assert _sum(text, "corral_request_latency_ms_count", pipeline="scored", variant="main") == SENT["200"]
-    assert _sum(text, "corral_step_latency_ms_count", pipeline="scored", variant="main", step="model") >= SENT["200"]
+    assert metric_sum(text, "corral_request_latency_ms_count", pipeline="scored", variant="main") == SENT["200"]
+    steps = metric_sum(text, "corral_step_latency_ms_count", pipeline="scored", variant="main", step="model")
+    assert steps >= SENT["200"]
