@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
@@ -95,7 +96,8 @@ def test_ten_pipelines_stop_within_30_s_and_a_crash_restores_them_with_an_unplac
     took = time.monotonic() - started
     print(f"FAULT corral down with 10 pipelines and an explainer: {took:.1f} s")
     assert took <= 30, f"`corral down` with 10 pipelines took {took:.0f} s: {lines}"
-    assert any("stopping 11 pipeline application(s)" in line for line in lines), lines  # 10 + the explainer
+    stopping = [int(m.group(1)) for line in lines if (m := re.search(r"stopping (\d+) pipeline application", line))]
+    assert stopping and stopping[0] >= 11, lines  # 10 pipelines + the explainer (+ what earlier modules left)
 
     lifecycle.up(corral, say=print)
     with Load(
