@@ -158,11 +158,14 @@ class LogStore:
                 pending: list[pa.Table] = []
                 rows = 0
                 for part in parts:  # names sort by write time, so the merged file is in time order
-                    pending.append(_conform(pq.read_table(part), schema))
-                    rows += pending[-1].num_rows
-                    if rows >= MERGE_ROW_GROUP:
-                        writer.write_table(pa.concat_tables(pending))
-                        pending, rows = [], 0
+                    # In batches: a part merged before can hold millions of rows (~0.7 GB unpacked).
+                    with pq.ParquetFile(part) as source:
+                        for batch in source.iter_batches(batch_size=MERGE_ROW_GROUP):
+                            pending.append(_conform(pa.Table.from_batches([batch]), schema))
+                            rows += batch.num_rows
+                            if rows >= MERGE_ROW_GROUP:
+                                writer.write_table(pa.concat_tables(pending))
+                                pending, rows = [], 0
                 if pending:
                     writer.write_table(pa.concat_tables(pending))
 

@@ -120,3 +120,49 @@ def test_values_of_a_column_and_column_names(tmp_path: Path) -> None:
 def test_unknown_kind_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown log kind"):
         LogStore(tmp_path).write("other", "ws", "p", _request(1, T0))
+
+
+def test_a_merge_holds_a_bounded_number_of_rows_in_memory(tmp_path: Path) -> None:
+    """A part merged before may hold millions of rows; merging it again streams it in batches
+    (reading it whole made the sink swing to 1.7 GB in the soak). Measured in a fresh process:
+    Arrow's peak allocation while merging 1.2 M rows (~100 MB unpacked) stays far below that."""
+    import subprocess
+    import sys
+    import textwrap
+
+    store = LogStore(tmp_path)
+    big = 1_200_000
+    store.write(
+        INFERENCES,
+        "ws",
+        "fraud",
+        pa.table(
+            {
+                "time": pa.array([T0] * big, pa.timestamp("us", tz="UTC")),
+                "request_id": pa.array([f"r{i % 1000}" for i in range(big)]),
+                "pipeline_version": pa.array(np.ones(big, dtype=np.int64)),
+                "variant": pa.array(["control"] * big),
+                "in.x": pa.array(np.arange(big, dtype=np.float64)),
+                "out.y": pa.array(np.arange(big, dtype=np.float64)),
+                "latency_ms": pa.array(np.ones(big)),
+            }
+        ),
+    )
+    for i in range(3):
+        store.write(INFERENCES, "ws", "fraud", _request(i, T0, n=3))
+    script = textwrap.dedent(
+        f"""
+        import pyarrow as pa
+        from pathlib import Path
+        from monitoring.log_store import LogStore
+        assert LogStore(Path({str(tmp_path)!r})).compact(min_files=2, small_bytes=2**40) == 1
+        print(pa.default_memory_pool().max_memory())
+        """
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=Path(__file__).parents[2], capture_output=True, text=True, check=True
+    )
+    peak_mb = int(run.stdout.split()[-1]) / 2**20
+    assert peak_mb < 60, f"a merge of 1.2 M rows peaked at {peak_mb:.0f} MB of Arrow memory"
+    table = store.query("ws", "fraud", *FAR, limit=2_000_000)
+    assert table.num_rows == big + 9
