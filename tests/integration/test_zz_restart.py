@@ -114,11 +114,12 @@ def test_ten_pipelines_stop_within_30_s_and_a_crash_restores_them_with_an_unplac
     took = time.monotonic() - started
     print(f"FAULT corral up after ray stop --force: {took:.1f} s")
     assert took < float(os.environ["CORRAL_DEPLOY_TIMEOUT_S"]), f"`corral up` waited {took:.0f} s"
-    rows = {r["name"]: r for r in result.restored}
-    assert set(rows) == {"fraud", *specs}, rows
+    rows = {r["name"]: r for r in result.restored if r["workspace"] == "default"}
+    assert {"fraud", *specs} <= set(rows), rows  # (with what earlier modules left deployed)
     assert rows["fleet-gpu"]["status"] == "pending", rows["fleet-gpu"]
     assert rows["fleet-gpu"]["reason"] == "needs 1 GPU; the cluster has 0 GPUs"
-    assert {r["status"] for name, r in rows.items() if name != "fleet-gpu"} == {"running"}, rows
+    others = [r for r in result.restored if r["name"] != "fleet-gpu"]
+    assert {r["status"] for r in others} == {"running"}, others
     assert admin.pipeline("fleet-swap").status()["version"] == swapped_version
     assert admin.pipeline("fleet-ab").status()["traffic"]["shadows"] == ["b"]
     assert _infer_scaled(http, admin_headers, "fleet-swap") == 2.0
