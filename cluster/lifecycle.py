@@ -288,7 +288,6 @@ def down(settings: CorralSettings, say: Say = print) -> None:
         serve.shutdown()
         return
     if _ray_running():
-        disconnect = True
         try:
             from ray import serve
 
@@ -301,15 +300,11 @@ def down(settings: CorralSettings, say: Say = print) -> None:
             stopper.join(SERVE_SHUTDOWN_TIMEOUT_S)
             if stopper.is_alive():
                 say(f"Serve's own apps still stopping after {SERVE_SHUTDOWN_TIMEOUT_S:.0f} s: stopping Ray")
-                # ray.shutdown() under a thread still using the connection aborts this process
-                # (Ray's core worker exits), and `ray stop` below would never run.
-                disconnect = False
         except Exception as exc:  # the cluster is going away anyway
             say(f"serve shutdown: {exc}")
-        if disconnect:
-            import ray
+        import ray
 
-            ray.shutdown()
+        ray.shutdown()
     say("stopping the local Ray head")
     subprocess.run([_ray_bin(), "stop", "--force"], capture_output=True, text=True, timeout=120)
     _stop_orphan_haproxy()
