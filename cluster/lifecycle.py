@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -234,9 +233,6 @@ def deploy_assay_scheduler(settings: CorralSettings) -> None:
 # many apps), then the log sink merges its small files; past a bound, down goes on.
 APPS_STOP_TIMEOUT_S = 20.0
 SINK_FLUSH_TIMEOUT_S = 15.0
-# The system apps need no graceful stop once the sink has merged (Ray's processes go next): measured,
-# Serve took ~14 s over them, half of `corral down` with 10 pipelines.
-SERVE_SHUTDOWN_TIMEOUT_S = 5.0
 
 
 def drain_logs(say: Say, timeout_s: float = APPS_STOP_TIMEOUT_S) -> None:
@@ -288,24 +284,20 @@ def down(settings: CorralSettings, say: Say = print) -> None:
         serve.shutdown()
         return
     if _ray_running():
+        # No serve.shutdown() here: once the sink has merged, the system apps need no graceful stop
+        # (`ray stop` ends them; SQLite writes are transactions). Measured, Serve took ~14 s over them,
+        # and bounding it in a thread let ray.shutdown() race that thread: Ray then aborted the whole
+        # process before `ray stop` ran, leaving the cluster up.
         try:
-            from ray import serve
-
             _connect("auto")
-            say("stopping Serve (in-flight requests finish)")
+            say("stopping the pipelines (in-flight requests finish)")
             drain_logs(say)
-            # Bounded: what is left (the system apps) goes with the Ray processes below anyway.
-            stopper = threading.Thread(target=serve.shutdown, daemon=True)
-            stopper.start()
-            stopper.join(SERVE_SHUTDOWN_TIMEOUT_S)
-            if stopper.is_alive():
-                say(f"Serve's own apps still stopping after {SERVE_SHUTDOWN_TIMEOUT_S:.0f} s: stopping Ray")
         except Exception as exc:  # the cluster is going away anyway
-            say(f"serve shutdown: {exc}")
+            say(f"stopping the pipelines: {exc}")
         import ray
 
         ray.shutdown()
-    say("stopping the local Ray head")
+    say("stopping the local Ray head (Serve's own apps go with it)")
     subprocess.run([_ray_bin(), "stop", "--force"], capture_output=True, text=True, timeout=120)
     _stop_orphan_haproxy()
     (settings.home / OWNED_MARKER).unlink(missing_ok=True)
