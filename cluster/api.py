@@ -44,6 +44,10 @@ ARROW_FILE = "application/vnd.apache.arrow.file"
 
 
 ASSAY_SPAN = timedelta(days=30)
+BATCH_SHAPE = (
+    '{"inputs": ["/abs/path or s3://... (files or directories)"], "output": "/abs/dir", '
+    '"version": n, "variant": "v", "log": false}'
+)
 EXPLAIN_SHAPE = (
     '{"method": "anchors" | "kernel_shap" | "permutation" | "ale" | "pd", "instances": [records], '
     '"reference": {"values": [records]} | {"start", "end"} | {"dataset": "name"}, "labels": [...], "params": {...}}'
@@ -513,6 +517,25 @@ def build_api() -> FastAPI:
     ) -> list[dict[str, Any]]:
         """The pipeline's running explanations: stage, elapsed seconds, predict calls and rows so far."""
         return await svc.explanations.progress(who, w, p)
+
+    # --- batch inference ------------------------------------------------------------------------
+    @app.post(f"{API}/workspaces/{{w}}/pipelines/{{p}}/batch", status_code=202)
+    async def start_batch(
+        w: str, p: str, request: Request, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> dict[str, Any]:
+        """Run a pipeline version's steps over files on Ray Data (Parquet, CSV, JSON lines; local paths the
+        cluster reads, or s3:// URIs), writing Parquet under `output`. 202 with the run's id: poll
+        `GET /workspaces/{w}/batch/{id}`. Default version: the deployed one; default variant: the primary."""
+        body = await json_body(request, BATCH_SHAPE)
+        return await asyncio.to_thread(svc.start_batch, who, w, p, body)
+
+    @app.get(f"{API}/workspaces/{{w}}/batch/{{job_id}}")
+    async def batch_progress(
+        w: str, job_id: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
+    ) -> dict[str, Any]:
+        """A batch run: state (running | succeeded | failed), rows done, rows_total (when the inputs tell),
+        files, seconds, rows_per_s, error."""
+        return await svc.batch_progress(who, w, job_id)
 
     # --- assays ---------------------------------------------------------------------------------
     @app.put(f"{API}/workspaces/{{w}}/assays/{{a}}", status_code=201)

@@ -12,6 +12,7 @@ import orjson
 from ray.serve.deployment import Application, Deployment
 
 from cluster import code_packages
+from cluster.batch import BatchPlan
 from cluster.store.artifacts import ArtifactStore
 from deployments.autoscaling import POLICY_PATH
 from deployments.names import ROUTER_DEPLOYMENT, step_deployment_name
@@ -255,3 +256,42 @@ def _source_fingerprint() -> str:
 
 
 _SOURCE_FINGERPRINT = _source_fingerprint()
+
+
+def batch_plan(
+    *,
+    workspace: str,
+    pipeline: str,
+    version: int,
+    variant: str,
+    spec: PipelineSpec,
+    resolved: dict[str, Any],
+    storage_uri: str,
+    logs_path: str,
+    code_dir: Path,
+    code_sources: Any,
+) -> BatchPlan:
+    """What a batch run of one variant needs: every step runs inline in the batch workers, whatever
+    its placement online (outputs never depend on placement), with the largest step's resources."""
+    steps = spec.variants[variant].steps
+    code = _CodeModules(resolved, code_dir, code_sources)
+    for step in steps:
+        code.add_inline(variant, step)
+    return BatchPlan(
+        workspace=workspace,
+        pipeline=pipeline,
+        version=version,
+        variant=variant,
+        steps=[step.model_dump(mode="json") for step in steps],
+        models={
+            step.name: resolved[step_deployment_name(variant, step.name)]["sha256"]
+            for step in steps
+            if step.model is not None
+        },
+        storage_uri=storage_uri,
+        logs_path=logs_path,
+        validations=dict(spec.validations),
+        py_modules=upload_modules(code.inline_paths) if code.inline_paths else [],
+        num_cpus=max(1.0, max(step.resources.num_cpus for step in steps)),
+        num_gpus=max(step.resources.num_gpus for step in steps),
+    )

@@ -421,6 +421,50 @@ def infer(
 
 
 @app.command()
+def batch(
+    name: str,
+    inputs: list[str] = typer.Argument(
+        ..., help="Parquet, CSV (with a header) or JSON-lines files, directories of them, or URIs such as s3://b/p"
+    ),
+    output: str = typer.Option(..., "--output", "-o", help="a new or empty directory for the Parquet results"),
+    version: int = typer.Option(None, "--version", help="pipeline version (default: the deployed one)"),
+    variant: str = typer.Option(None, "--variant", help="variant to run (default: the one with most traffic)"),
+    log: bool = typer.Option(False, "--log", help="also write every row to the inference log"),
+    workers: int = typer.Option(2, "--workers", min=1, help="Ray Data actors running the steps"),
+    workspace: str = WorkspaceOpt,
+) -> None:
+    """Run pipeline NAME over files on the cluster (Ray Data), the same steps as online, Parquet out.
+
+    `corral batch fraud data/ --output scored/` reads every .parquet/.csv/.jsonl file under data/ and
+    writes Parquet files with the input columns and the pipeline's output columns (the online reply's
+    names) under scored/. Local paths are read and written by the cluster's nodes (this machine for a
+    local Corral); use s3:// URIs for a remote cluster. Rows are not logged unless --log.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from cluster.sdk import BatchFailed
+
+    pipeline = _client(workspace).pipeline(name)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"))
+    with Progress(*columns, TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task(f"{name}: rows", total=None, rate="")
+
+        def show(report: dict[str, Any]) -> None:
+            rate = f"{report['rows_per_s']:,.0f} rows/s" if report["rows"] else "starting Ray Data…"
+            bar.update(task, completed=report["rows"], total=report.get("rows_total"), rate=rate)
+
+        try:
+            result = _run(pipeline.batch, inputs, output, version, variant, log=log, workers=workers, progress=show)
+        except BatchFailed as exc:
+            bar.stop()
+            _fail(exc)
+    console.print(
+        f"[green]{result.rows:,} rows[/green] from {result.files} file(s) in {result.seconds:.1f} s "
+        f"({result.rows_per_s:,.0f} rows/s): version {result.version}, variant {result.variant} -> {result.output}"
+    )
+
+
+@app.command()
 def logs(
     name: str,
     since: str = typer.Option("1h", help="how far back: a duration (30s, 10m, 1h, 1d) or an ISO 8601 time"),

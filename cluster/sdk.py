@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +33,30 @@ class CorralAPIError(RuntimeError):
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
+
+
+class BatchFailed(RuntimeError):
+    """A batch run that stopped with an error (a step raised, an input could not be read)."""
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What a finished batch run did: rows and input files read, seconds, rows per second."""
+
+    id: str
+    output: str
+    version: int
+    variant: str
+    rows: int
+    files: int
+    seconds: float
+    rows_per_s: float
+
+
+def _uri(path: str | Path) -> str:
+    """A URI as given; a local path made absolute (the cluster reads it)."""
+    text = str(path)
+    return text if "://" in text else str(Path(text).expanduser().resolve())
 
 
 class Client:
@@ -307,6 +334,57 @@ class Pipeline:
             "GET", f"{self._path}/logs", params=params, headers={"accept": ARROW_FILE}
         )
         return pa.ipc.open_file(reply.content).read_all().to_pandas()
+
+    def batch(
+        self,
+        inputs: str | Path | Sequence[str | Path],
+        output: str | Path,
+        version: int | None = None,
+        variant: str | None = None,
+        *,
+        log: bool = False,
+        workers: int = 2,
+        batch_rows: int | None = None,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+        poll_s: float = 0.5,
+    ) -> BatchResult:
+        """Run this pipeline's steps over files on the cluster's Ray Data and wait for the end.
+
+        `inputs`: Parquet, CSV (with a header) or JSON-lines files, directories of them, or pyarrow.fs
+        URIs (`s3://bucket/path`); local paths are read by the cluster's nodes. `output`: a new or empty
+        directory that gets Parquet files with the input and output columns. Default version: the
+        deployed one; default variant: the one with the most live traffic. `log=True` also writes the
+        rows to the inference log. `workers` Ray Data actors run the steps on `batch_rows` rows at a
+        time (default 65,536). `progress(report)` is called on every poll. Raises BatchFailed.
+        """
+        paths = [inputs] if isinstance(inputs, str | Path) else list(inputs)
+        body: dict[str, Any] = {"inputs": [_uri(p) for p in paths], "output": _uri(output), "log": log}
+        body["workers"] = workers
+        if batch_rows is not None:
+            body["batch_rows"] = batch_rows
+        if version is not None:
+            body["version"] = version
+        if variant is not None:
+            body["variant"] = variant
+        started = self.client.request("POST", f"{self._path}/batch", json=body).json()
+        while True:
+            report: dict[str, Any] = self.client.request("GET", f"{self.client._ws()}/batch/{started['id']}").json()
+            if progress is not None:
+                progress(report)
+            if report["state"] == "failed":
+                raise BatchFailed(f"batch run {report['id']} of {self.name} failed: {report['error']}")
+            if report["state"] == "succeeded":
+                return BatchResult(
+                    id=report["id"],
+                    output=report["output"],
+                    version=report["version"],
+                    variant=report["variant"],
+                    rows=report["rows"],
+                    files=report["files"],
+                    seconds=report["seconds"],
+                    rows_per_s=report["rows_per_s"],
+                )
+            time.sleep(poll_s)
 
     def explain(
         self,

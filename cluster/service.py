@@ -11,6 +11,7 @@ from ray import serve
 
 from cluster.assays import AssayService
 from cluster.auth import Principal, Role
+from cluster.batch import BatchService
 from cluster.code_packages import CodeLimits
 from cluster.deployer import Deployer, cluster_totals
 from cluster.explanations import ExplainService
@@ -25,7 +26,8 @@ from monitoring.assays import WindowResult
 from monitoring.log_store import LogStore
 from monitoring.metrics import ASSAY_ALERTS, ASSAY_SCORE, ASSAY_STATUS, STATUS_CODES
 from monitoring.time_range import time_range
-from pipelines.errors import Conflict, CorralError, InvalidInput
+from pipelines.batch import BatchRequest
+from pipelines.errors import Conflict, CorralError, InvalidInput, NotFound
 from pipelines.placement import shortfall
 from pipelines.spec import PipelineSpec, TrafficSpec
 from serving.auth import FailureLimiter
@@ -60,6 +62,7 @@ class ControlService:
         self.logs = LogStore(settings.logs_path)
         self.assays = AssayService(self.registry, self.logs, self._known_columns, _assay_gauges)
         self.explanations = ExplainService(settings, self.registry, self.logs, self._deployed)
+        self.batches = BatchService()
         self._pending_task: asyncio.Task[None] | None = None
         _current = self
 
@@ -121,6 +124,56 @@ class ControlService:
             raise Conflict(f"pipeline {name!r} is not deployed: deploy it first (corral pipelines deploy {name})")
         live = TrafficSpec.model_validate(state.traffic) if state.traffic else None
         return self.registry.version_row(workspace, name, state.deployed_version), live
+
+    def start_batch(self, who: Principal, workspace: str, name: str, raw: Any) -> dict[str, Any]:
+        """Start a batch run of a pipeline version over files; returns its first report (state running).
+        Editors only: a run reads and writes files where the cluster's nodes can."""
+        from cluster.app_builder import batch_plan
+        from cluster.explanations import primary_variant
+
+        who.require(workspace, Role.editor)
+        try:
+            request = BatchRequest.model_validate(raw)
+        except ValidationError as exc:
+            raise InvalidInput(
+                f"invalid batch request: {spec_errors(exc)}. "
+                'Send {"inputs": [paths or URIs], "output": directory}'
+            ) from None
+        if request.version is None:
+            pv, live = self._deployed(who, workspace, name)
+        else:
+            pv, live = self.registry.get_pipeline_version(who, workspace, name, request.version), None
+        spec = PipelineSpec.model_validate(pv.spec)
+        variant = request.variant or primary_variant((live or spec.traffic).for_variants(list(spec.variants)))
+        if variant not in spec.variants:
+            raise InvalidInput(
+                f"variant {variant!r} is not in version {pv.version}: use one of {sorted(spec.variants)}"
+            )
+        plan = batch_plan(
+            workspace=workspace,
+            pipeline=name,
+            version=pv.version,
+            variant=variant,
+            spec=spec,
+            resolved=pv.resolved,
+            storage_uri=self.settings.artifacts_uri,
+            logs_path=str(self.settings.logs_path),
+            code_dir=self.settings.home / "code",
+            code_sources=self.registry.code_sources,
+        )
+        job_id = self.batches.start(plan, request)
+        return {"id": job_id, "pipeline": name, "version": pv.version, "variant": variant, "state": "running"}
+
+    async def batch_progress(self, who: Principal, workspace: str, job_id: str) -> dict[str, Any]:
+        """A batch run's report: state, rows (done, and in all when the inputs tell), files, seconds, rows/s."""
+        await asyncio.to_thread(self.registry.check_workspace, who, workspace, Role.viewer)
+        report = await self.batches.progress(workspace, job_id)
+        if report is None:
+            raise NotFound(
+                f"batch run {job_id!r} not found in workspace {workspace!r} (runs are kept until the control app "
+                "restarts): start one with `corral batch`"
+            )
+        return report
 
     def describe_pipeline(self, who: Principal, workspace: str, name: str) -> dict[str, Any]:
         latest = self.registry.get_pipeline_version(who, workspace, name)

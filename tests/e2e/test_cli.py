@@ -144,3 +144,22 @@ def test_cli_explain(workdir: Path) -> None:
     not_json = corral("explain", "cli-pipe", "-m", "anchors", "--row", "{amount: 3}")
     assert not_json.returncode == 1 and "--row is not JSON" in not_json.stderr
     assert corral("pipelines", "undeploy", "cli-pipe").returncode == 0
+
+
+def test_cli_batch(workdir: Path) -> None:
+    """`corral batch` over a directory (after test_cli_explain deployed cli-pipe again); errors say how to fix."""
+    import pandas as pd
+
+    data = workdir / "batch-in"
+    data.mkdir()
+    (data / "rows.csv").write_bytes((workdir / "rows.csv").read_bytes())
+    out = workdir / "batch-out"
+    run = corral("batch", "cli-pipe", str(data), "--output", str(out))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "20 rows" in run.stdout and "1 file(s)" in run.stdout and "variant main" in run.stdout, run.stdout
+    scored = pd.read_parquet(out)
+    assert len(scored) == 20 and set(scored["flagged"]) <= {0, 1} and "amount" in scored.columns
+    again = corral("batch", "cli-pipe", str(data), "--output", str(out))
+    assert again.returncode == 1 and "409" in again.stderr and "choose a new directory" in again.stderr
+    missing = corral("batch", "cli-pipe", str(workdir / "nothing-here"), "--output", str(workdir / "o2"))
+    assert missing.returncode == 1 and "422" in missing.stderr and "not found" in missing.stderr

@@ -4,13 +4,18 @@ the pids of the real processes (Serve replicas, the controller) to SIGKILL."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
+
+NOTICE_S = 1.0  # a request sent this soon after the kill may still have been routed to the dead process
+HAPROXY_ERROR = "Internal Server Error"  # HAProxy's reply when the replica it forwarded to died
 
 
 @dataclass(frozen=True)
@@ -120,3 +125,43 @@ def summary(name: str, load: Load, killed_at: float) -> str:
     )
     print(line)
     return line
+
+
+def in_flight_only(calls: list[Call], killed_at: float) -> None:
+    """Every failure was a request sent before the kill (or within NOTICE_S of it): a reset
+    connection, Corral's 503 that says to retry, or, for a request whose router died under it,
+    HAProxy's own error (Serve's HAProxy config turns its 502 into a plain-text 500)."""
+    for call in calls:
+        if call.status == 200:
+            continue
+        late = call.started - killed_at
+        assert late < NOTICE_S, f"a request sent {late:.1f} s after the kill failed: {call}"
+        assert call.status in (0, 500, 503), call
+        if call.status == 503:
+            assert re.search(r"retry|restarting|unavailable", call.detail, re.I), call
+        if call.status == 500:
+            assert call.detail == HAPROXY_ERROR, f"a 500 that did not come from HAProxy: {call}"
+
+
+def back_within(load: Load, killed_at: float, bound_s: float) -> float:
+    """Seconds from the kill to the first reply to a request sent after it; nothing fails past the bound."""
+    load.wait_ok(50, timeout_s=bound_s + 30)
+    first = min(c.ended for c in load.replied() if c.started >= killed_at) - killed_at
+    assert first <= bound_s, f"the first request sent after the kill was answered {first:.1f} s after it"
+    late = [c for c in load.failed() if c.ended > killed_at + bound_s]
+    assert not late, f"requests still failed {bound_s:.0f} s after the kill: {late[:3]}"
+    return first
+
+
+def logged_rows(admin: Any, pipeline: str, since: datetime, expected: set[Any]) -> Any:
+    """Log rows since `since`, once they hold `expected` or 20 s passed (the sink writes within ~1 s)."""
+    deadline = time.monotonic() + 20
+    while True:
+        rows = admin.pipeline(pipeline).logs(start=since, limit=1_000_000)
+        if expected <= set(rows.get("request_id", [])) or time.monotonic() > deadline:
+            return rows
+        time.sleep(1)
+
+
+def logged_ids(admin: Any, pipeline: str, since: datetime, expected: set[Any]) -> set[Any]:
+    return set(logged_rows(admin, pipeline, since, expected).get("request_id", []))

@@ -11,7 +11,6 @@ except the last flush interval of a SIGKILLed router, which its successor counts
 from __future__ import annotations
 
 import copy
-import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -32,15 +31,24 @@ from deployments.names import (
     step_deployment_name,
 )
 from examples.fraud import FEATURES, make_transactions
-from tests.integration.faults import Call, Load, kill, replica_pids, serve_actor_pids, summary, wait_replaced
+from tests.integration.faults import (
+    Load,
+    back_within,
+    in_flight_only,
+    kill,
+    logged_ids,
+    logged_rows,
+    replica_pids,
+    serve_actor_pids,
+    summary,
+    wait_replaced,
+)
 from tests.integration.helpers import metric_sum, scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BACK_WITHIN_S = 10.0  # one replica of the killed deployment
 MAX_WAIT_WITH_TWO_S = 2.0  # two replicas: no request waits longer
-NOTICE_S = 1.0  # a request sent this soon after the kill may still have been routed to the dead process
 RECORDS = {"content-type": "application/json; format=pandas-records"}
-HAPROXY_ERROR = "Internal Server Error"  # HAProxy's reply when the replica it forwarded to died
 
 
 def spec_with(base: dict[str, Any], replicas: int) -> dict[str, Any]:
@@ -75,32 +83,6 @@ def twin(admin: Any, fraud_pipeline: dict[str, Any]) -> Iterator[Any]:
 def load_on(corral: Any, admin_headers: dict[str, str], pipeline: str) -> Load:
     body = make_transactions(1, seed=5)[FEATURES].to_json(orient="records").encode()
     return Load(corral.base_url, f"/ws/default/v2/models/{pipeline}/infer", body, {**admin_headers, **RECORDS})
-
-
-def in_flight_only(calls: list[Call], killed_at: float) -> None:
-    """Every failure was a request sent before the kill (or within NOTICE_S of it): a reset
-    connection, Corral's 503 that says to retry, or, for a request whose router died under it,
-    HAProxy's own error (Serve's HAProxy config turns its 502 into a plain-text 500)."""
-    for call in calls:
-        if call.status == 200:
-            continue
-        late = call.started - killed_at
-        assert late < NOTICE_S, f"a request sent {late:.1f} s after the kill failed: {call}"
-        assert call.status in (0, 500, 503), call
-        if call.status == 503:
-            assert re.search(r"retry|restarting|unavailable", call.detail, re.I), call
-        if call.status == 500:
-            assert call.detail == HAPROXY_ERROR, f"a 500 that did not come from HAProxy: {call}"
-
-
-def back_within(load: Load, killed_at: float, bound_s: float) -> float:
-    """Seconds from the kill to the first reply to a request sent after it; nothing fails past the bound."""
-    load.wait_ok(50, timeout_s=bound_s + 30)
-    first = min(c.ended for c in load.replied() if c.started >= killed_at) - killed_at
-    assert first <= bound_s, f"the first request sent after the kill was answered {first:.1f} s after it"
-    late = [c for c in load.failed() if c.ended > killed_at + bound_s]
-    assert not late, f"requests still failed {bound_s:.0f} s after the kill: {late[:3]}"
-    return first
 
 
 def kill_one_under_load(load: Load, pids: list[int]) -> float:
@@ -138,7 +120,7 @@ def test_router_replica_sigkill_loses_at_most_its_last_flush_and_counts_it(
     load, killed_at = sigkill_under_load(corral, admin_headers, "faults", find)
     summary("router_replica_sigkill", load, killed_at)
     replied = {c.request_id for c in load.replied()}
-    logged = _logged_ids(admin, "faults", since, replied)
+    logged = logged_ids(admin, "faults", since, replied)
     lost = replied - logged
     # Replies of the last flush interval (0.1 s) plus the batch in flight to the sink: ~8 clients x
     # their requests in 0.2 s at most; a test on a loaded machine gets 4x that.
@@ -169,7 +151,7 @@ def test_log_sink_sigkill_loses_and_duplicates_nothing(
     summary("log_sink_sigkill_loses_and_duplicates_nothing", load, killed_at)
     assert not load.failed(), load.failed()[:3]
     replied = [c.request_id for c in load.replied()]
-    rows = _logged_rows(admin, "faults", since, set(replied))
+    rows = logged_rows(admin, "faults", since, set(replied))
     assert set(replied) <= set(rows.request_id), f"{len(set(replied) - set(rows.request_id))} rows lost"
     mine = rows[rows.request_id.isin(replied)]
     assert not mine.request_id.duplicated().any(), "rows written twice after the sink restarted"
@@ -247,20 +229,6 @@ def _control_back(http: httpx.Client, headers: dict[str, str], since: float) -> 
             pass
         time.sleep(0.2)
     raise AssertionError("the control API did not answer within 60 s of the kill")
-
-
-def _logged_rows(admin: Any, pipeline: str, since: datetime, expected: set[Any]) -> Any:
-    """Log rows since `since`, once they hold `expected` or 20 s passed (the sink writes within ~1 s)."""
-    deadline = time.monotonic() + 20
-    while True:
-        rows = admin.pipeline(pipeline).logs(start=since, limit=1_000_000)
-        if expected <= set(rows.get("request_id", [])) or time.monotonic() > deadline:
-            return rows
-        time.sleep(1)
-
-
-def _logged_ids(admin: Any, pipeline: str, since: datetime, expected: set[Any]) -> set[Any]:
-    return set(_logged_rows(admin, pipeline, since, expected).get("request_id", []))
 
 
 def _scrape_sum(port: int, metric: str, **labels: str) -> float:
