@@ -446,18 +446,22 @@ def batch(
 
     pipeline = _client(workspace).pipeline(name)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"))
-    with Progress(*columns, TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task(f"{name}: rows", total=None, rate="")
+    bar = Progress(*columns, TimeElapsedColumn(), console=console)
+    task = bar.add_task(f"{name}: rows", total=None, rate="", start=False)
 
-        def show(report: dict[str, Any]) -> None:
-            rate = f"{report['rows_per_s']:,.0f} rows/s" if report["rows"] else "starting Ray Data…"
-            bar.update(task, completed=report["rows"], total=report.get("rows_total"), rate=rate)
+    def show(report: dict[str, Any]) -> None:  # the bar appears once the run has started
+        if not bar.live.is_started:
+            bar.start()
+            bar.start_task(task)
+        rate = f"{report['rows_per_s']:,.0f} rows/s" if report["rows"] else "starting Ray Data…"
+        bar.update(task, completed=report["rows"], total=report.get("rows_total"), rate=rate)
 
-        try:
-            result = _run(pipeline.batch, inputs, output, version, variant, log=log, workers=workers, progress=show)
-        except BatchFailed as exc:
-            bar.stop()
-            _fail(exc)
+    try:
+        result = _run(pipeline.batch, inputs, output, version, variant, log=log, workers=workers, progress=show)
+    except BatchFailed as exc:
+        bar.stop()
+        _fail(exc)
+    bar.stop()
     console.print(
         f"[green]{result.rows:,} rows[/green] from {result.files} file(s) in {result.seconds:.1f} s "
         f"({result.rows_per_s:,.0f} rows/s): version {result.version}, variant {result.variant} -> {result.output}"

@@ -147,9 +147,11 @@ def test_cli_explain(workdir: Path) -> None:
 
 
 def test_cli_batch(workdir: Path) -> None:
-    """`corral batch` over a directory (after test_cli_explain deployed cli-pipe again); errors say how to fix."""
+    """`corral batch` over a directory of the round trip's pipeline; errors say how to fix."""
     import pandas as pd
 
+    deploy = corral("pipelines", "deploy", "cli-pipe")
+    assert deploy.returncode == 0, deploy.stderr
     data = workdir / "batch-in"
     data.mkdir()
     (data / "rows.csv").write_bytes((workdir / "rows.csv").read_bytes())
@@ -163,3 +165,4 @@ def test_cli_batch(workdir: Path) -> None:
     assert again.returncode == 1 and "409" in again.stderr and "choose a new directory" in again.stderr
     missing = corral("batch", "cli-pipe", str(workdir / "nothing-here"), "--output", str(workdir / "o2"))
     assert missing.returncode == 1 and "422" in missing.stderr and "not found" in missing.stderr
+    assert "rows" not in missing.stdout  # no progress bar for a run that never started
