@@ -115,8 +115,8 @@ class Registry:
 
     def list_workspaces(self, who: Principal) -> list[str]:
         with self.db.session() as s:
-            names = list(s.scalars(select(Workspace.name).order_by(Workspace.name)))
-        return [n for n in names if who.can_see(n)]
+            names = list(s.scalars(select(Workspace.name)))
+        return [n for n in sorted(names) if who.can_see(n)]  # sorted here: a database's collation may differ
 
     def check_workspace(self, who: Principal, workspace: str, role: Role) -> None:
         who.require(workspace, role)
@@ -548,9 +548,10 @@ def _versions(s: Session, table: type[V], workspace: str, name: str, version: in
 
 
 def _latest_each(s: Session, table: type[V], workspace: str) -> list[V]:
-    """The newest version of every name in a workspace, by name."""
-    rows = s.scalars(select(table).where(table.workspace == workspace).order_by(table.name, table.version))
-    return list({row.name: row for row in rows}.values())
+    """The newest version of every name in a workspace, by name (sorted here, whatever the collation)."""
+    rows = s.scalars(select(table).where(table.workspace == workspace).order_by(table.version))
+    latest = {row.name: row for row in rows}
+    return [latest[name] for name in sorted(latest)]
 
 
 def _latest(s: Session, table: type[V], workspace: str, name: str, version: int | None = None) -> V | None:
