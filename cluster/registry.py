@@ -37,6 +37,8 @@ from pipelines.rules import check_columns, parse_rules
 from pipelines.spec import PipelineSpec, TrafficSpec, check_name, parse_model_ref
 from pipelines.validation import ModelSignature, validate_pipeline
 
+MAX_FILENAME = 255  # CodeVersion.filename's column: PostgreSQL refuses longer ones, SQLite would keep them
+
 
 def spec_errors(exc: ValidationError) -> str:
     """pydantic's errors as one readable line per problem, with where it is."""
@@ -269,6 +271,8 @@ class Registry:
             check_name("code", name)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from exc
+        if len(filename) > MAX_FILENAME:
+            raise InvalidInput(f"code file name is {len(filename)} characters long: keep it to {MAX_FILENAME}")
         sources = code_packages.read_sources(filename, data, self.code_limits)
         modules = code_packages.top_level_modules(sources)
         digest = self.artifacts.put(data)

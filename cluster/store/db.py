@@ -7,9 +7,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cluster.store import migrate
+from pipelines.errors import Conflict
 
 
 def make_engine(url: str) -> Engine:
@@ -39,8 +41,13 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
-            yield session
+        """One transaction. A unique key that another transaction took first (two uploads making the same
+        version at once) is a Conflict to retry, not a crash."""
+        try:
+            with self._sessions() as session, session.begin():
+                yield session
+        except IntegrityError as exc:
+            raise Conflict("another change wrote the same record at the same time: retry the request") from exc
 
     def close(self) -> None:
         """Close the pooled connections (a server database can then be dropped or restarted)."""

@@ -19,6 +19,7 @@ from cluster.convert import to_onnx
 from cluster.registry import Registry
 from cluster.store.artifacts import ArtifactStore
 from cluster.store.db import Database
+from cluster.store.tables import Workspace
 from pipelines.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge, Unauthenticated
 
 ADMIN = Principal(Role.admin, None)
@@ -238,3 +239,17 @@ def test_audit_rows_come_back_newest_first_for_owners_only(registry: Registry) -
     viewer = registry.authenticate(registry.create_token(ADMIN, "au", "viewer")["token"])
     with pytest.raises(Forbidden):
         registry.audit(viewer, "au", now - timedelta(minutes=1), now, 10)
+
+
+def test_a_code_file_name_longer_than_its_column_is_invalid_input(registry: Registry) -> None:
+    with pytest.raises(InvalidInput, match="keep it to 255"):
+        registry.upload_code(ADMIN, "default", "long", "s" * 253 + ".py", b"class A:\n    pass\n")
+    assert registry.upload_code(ADMIN, "default", "long", "s" * 252 + ".py", b"class A:\n    pass\n")["version"] == 1
+
+
+def test_a_record_written_first_by_a_concurrent_transaction_is_a_conflict(registry: Registry) -> None:
+    with pytest.raises(Conflict, match="at the same time: retry"), registry.db.session() as late:
+        late.add(Workspace(name="race"))  # written at commit, after the other transaction took the name
+        with registry.db.session() as early:
+            early.add(Workspace(name="race"))
+    assert "race" in registry.list_workspaces(ADMIN)
