@@ -143,8 +143,8 @@ class AssayService:
     def list_all(self, who: Principal, workspace: str) -> list[dict[str, Any]]:
         self.registry.check_workspace(who, workspace, Role.viewer)
         with self.db.session() as s:
-            rows = s.scalars(select(Assay).where(Assay.workspace == workspace).order_by(Assay.name)).all()
-            return [self._describe(r) for r in rows]
+            rows = s.scalars(select(Assay).where(Assay.workspace == workspace)).all()
+            return [self._describe(r) for r in sorted(rows, key=lambda r: r.name)]  # not the database's collation
 
     def delete(self, who: Principal, workspace: str, name: str) -> None:
         self._load(who, workspace, name)

@@ -37,6 +37,8 @@ from pipelines.rules import check_columns, parse_rules
 from pipelines.spec import PipelineSpec, TrafficSpec, check_name, parse_model_ref
 from pipelines.validation import ModelSignature, validate_pipeline
 
+MAX_FILENAME = 255  # CodeVersion.filename's column: PostgreSQL refuses longer ones, SQLite would keep them
+
 
 def spec_errors(exc: ValidationError) -> str:
     """pydantic's errors as one readable line per problem, with where it is."""
@@ -115,8 +117,8 @@ class Registry:
 
     def list_workspaces(self, who: Principal) -> list[str]:
         with self.db.session() as s:
-            names = list(s.scalars(select(Workspace.name).order_by(Workspace.name)))
-        return [n for n in names if who.can_see(n)]
+            names = list(s.scalars(select(Workspace.name)))
+        return [n for n in sorted(names) if who.can_see(n)]  # sorted here: a database's collation may differ
 
     def check_workspace(self, who: Principal, workspace: str, role: Role) -> None:
         who.require(workspace, role)
@@ -269,6 +271,8 @@ class Registry:
             check_name("code", name)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from exc
+        if len(filename) > MAX_FILENAME:
+            raise InvalidInput(f"code file name is {len(filename)} characters long: keep it to {MAX_FILENAME}")
         sources = code_packages.read_sources(filename, data, self.code_limits)
         modules = code_packages.top_level_modules(sources)
         digest = self.artifacts.put(data)
@@ -548,9 +552,10 @@ def _versions(s: Session, table: type[V], workspace: str, name: str, version: in
 
 
 def _latest_each(s: Session, table: type[V], workspace: str) -> list[V]:
-    """The newest version of every name in a workspace, by name."""
-    rows = s.scalars(select(table).where(table.workspace == workspace).order_by(table.name, table.version))
-    return list({row.name: row for row in rows}.values())
+    """The newest version of every name in a workspace, by name (sorted here, whatever the collation)."""
+    rows = s.scalars(select(table).where(table.workspace == workspace).order_by(table.version))
+    latest = {row.name: row for row in rows}
+    return [latest[name] for name in sorted(latest)]
 
 
 def _latest(s: Session, table: type[V], workspace: str, name: str, version: int | None = None) -> V | None:

@@ -69,3 +69,22 @@ def fraud_pipeline(admin: Any, fraud_model: dict[str, Any]) -> dict[str, Any]:
     pipeline = admin.pipeline("fraud", spec)
     pipeline.deploy()
     return {"model": info, "spec": spec, "pipeline": pipeline}
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A real PostgreSQL server for the whole run (tests/postgres.py), started only if a test asks for it."""
+    from tests.postgres import running_postgres
+
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty registry database on each backend: a SQLite file, or a fresh database on `postgres`."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'corral.db'}"
+        return
+    with request.getfixturevalue("postgres").database() as url:
+        yield url

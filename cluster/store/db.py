@@ -6,16 +6,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from cluster.store.tables import Base
+from cluster.store import migrate
+from pipelines.errors import Conflict
 
 
 def make_engine(url: str) -> Engine:
-    """Create the engine and the schema. SQLite gets WAL so readers never block the writer."""
+    """The engine, on a schema migrated to this code's head. SQLite gets WAL so readers never block the writer."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(url)
+    if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -24,23 +28,8 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
-    else:
-        engine = create_engine(url, pool_pre_ping=True)
-    Base.metadata.create_all(engine)
-    _add_missing_columns(engine)
-    return engine
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    """Nullable columns added to a table after a store was created (create_all makes only new tables)."""
-    existing = inspect(engine)
-    with engine.begin() as conn:
-        for table in Base.metadata.sorted_tables:
-            have = {column["name"] for column in existing.get_columns(table.name)}
-            for column in table.columns:
-                if column.name not in have and column.nullable:
-                    kind = column.type.compile(engine.dialect)
-                    conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+        return engine
+    return create_engine(url, pool_pre_ping=True)
 
 
 class Database:
@@ -52,5 +41,14 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
-            yield session
+        """One transaction. A unique key that another transaction took first (two uploads making the same
+        version at once) is a Conflict to retry, not a crash."""
+        try:
+            with self._sessions() as session, session.begin():
+                yield session
+        except IntegrityError as exc:
+            raise Conflict("another change wrote the same record at the same time: retry the request") from exc
+
+    def close(self) -> None:
+        """Close the pooled connections (a server database can then be dropped or restarted)."""
+        self.engine.dispose()

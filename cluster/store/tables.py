@@ -1,16 +1,37 @@
-"""Registry schema (SQLAlchemy 2 ORM). SQLite by default, any SQLAlchemy URL to scale out."""
+"""Registry schema (SQLAlchemy 2 ORM). SQLite by default, any SQLAlchemy URL to scale out.
+
+Every change needs a migration in cluster/store/migrations/versions (a unit test compares the two).
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Dialect, ForeignKey, Integer, String, TypeDecorator, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A moment stored in UTC and read back aware in UTC on every backend: SQLite drops the zone and
+    PostgreSQL answers in the session's zone. Naive datetimes given to it are taken as UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else _utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else _utc(value)
 
 
 class Base(DeclarativeBase):
@@ -20,7 +41,7 @@ class Base(DeclarativeBase):
 class Workspace(Base):
     __tablename__ = "workspaces"
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Token(Base):
@@ -28,10 +49,10 @@ class Token(Base):
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     workspace: Mapped[str | None] = mapped_column(ForeignKey("workspaces.name"), nullable=True)  # None: admin
     role: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    # Added after the first release: nullable, so `make_engine` can add them to an existing table.
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Added by migration 0002: a change here needs a new revision in cluster/store/migrations/versions.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     @property
     def id(self) -> str:
@@ -44,7 +65,7 @@ class AuditEntry(Base):
 
     __tablename__ = "audit"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     workspace: Mapped[str | None] = mapped_column(String(63), nullable=True, index=True)
     token_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
     role: Mapped[str | None] = mapped_column(String(16), nullable=True)
@@ -64,7 +85,7 @@ class Versioned:
     workspace: Mapped[str] = mapped_column(ForeignKey("workspaces.name"))
     name: Mapped[str] = mapped_column(String(63))
     version: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class ModelVersion(Versioned, Base):
@@ -105,7 +126,7 @@ class Pipeline(Base):
     deployed: Mapped[bool] = mapped_column(Boolean, default=False)
     deployed_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     traffic: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 
 class Assay(Base):
@@ -117,8 +138,8 @@ class Assay(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     edges: Mapped[list[Any]] = mapped_column(JSON)
     expected: Mapped[list[Any]] = mapped_column(JSON)
-    next_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    next_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 
 class AssayResult(Base):
@@ -127,7 +148,7 @@ class AssayResult(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     workspace: Mapped[str] = mapped_column(String(63))
     assay: Mapped[str] = mapped_column(String(63))
-    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    window_end: Mapped[datetime] = mapped_column(UTCDateTime())
     status: Mapped[str] = mapped_column(String(16))
     result: Mapped[dict[str, Any]] = mapped_column(JSON)  # WindowResult.to_dict()

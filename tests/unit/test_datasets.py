@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -181,10 +182,12 @@ def test_sdk_sends_frames_and_tables_as_arrow_files_and_files_as_they_are(tmp_pa
 
 # --- registry -----------------------------------------------------------------------------------
 @pytest.fixture()
-def registry(tmp_path: Path) -> Registry:
-    reg = Registry(Database(f"sqlite:///{tmp_path / 'corral.db'}"), ArtifactStore(str(tmp_path / "artifacts")))
+def registry(database_url: str, tmp_path: Path) -> Iterator[Registry]:
+    """A registry on each backend (SQLite file, fresh PostgreSQL database): every test runs on both."""
+    reg = Registry(Database(database_url), ArtifactStore(str(tmp_path / "artifacts")))
     reg.ensure_admin(hash_token("admin-secret"))
-    return reg
+    yield reg
+    reg.db.close()
 
 
 def artifact_count(registry: Registry) -> int:

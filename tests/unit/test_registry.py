@@ -1,16 +1,16 @@
-"""The registry on a real SQLite file and artifact directory (no Ray needed)."""
+"""The registry on a real SQLite file and a real PostgreSQL database, and an artifact directory (no Ray)."""
 
 from __future__ import annotations
 
 import io
 import time
 import zipfile
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
-import sqlalchemy
 from sklearn.linear_model import LogisticRegression
 
 from cluster.auth import Principal, Role, hash_token
@@ -19,16 +19,19 @@ from cluster.convert import to_onnx
 from cluster.registry import Registry
 from cluster.store.artifacts import ArtifactStore
 from cluster.store.db import Database
+from cluster.store.tables import Workspace
 from pipelines.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge, Unauthenticated
 
 ADMIN = Principal(Role.admin, None)
 
 
 @pytest.fixture()
-def registry(tmp_path: Path) -> Registry:
-    reg = Registry(Database(f"sqlite:///{tmp_path / 'corral.db'}"), ArtifactStore(str(tmp_path / "artifacts")))
+def registry(database_url: str, tmp_path: Path) -> Iterator[Registry]:
+    """A registry on each backend (SQLite file, fresh PostgreSQL database): every test runs on both."""
+    reg = Registry(Database(database_url), ArtifactStore(str(tmp_path / "artifacts")))
     reg.ensure_admin(hash_token("admin-secret"))
-    return reg
+    yield reg
+    reg.db.close()
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +76,15 @@ def test_roles_and_workspace_isolation(registry: Registry) -> None:
         registry.list_pipelines(viewer, "b")
     with pytest.raises(Forbidden):
         registry.create_token(viewer, "a", "owner")
+
+
+def test_lists_sort_names_the_same_on_every_backend(registry: Registry, onnx_model: bytes) -> None:
+    names = ["ab", "a1", "a-b", "a_b", "a-c"]  # a collation like en-US orders these apart from byte order
+    for name in names:
+        registry.create_workspace(ADMIN, name)
+        registry.upload_model(ADMIN, "default", name, onnx_model)
+    assert registry.list_workspaces(ADMIN) == sorted([*names, "default"])
+    assert [m["name"] for m in registry.list_models(ADMIN, "default")] == sorted(names)
 
 
 def test_models_version_and_dedupe(registry: Registry, onnx_model: bytes) -> None:
@@ -167,9 +179,9 @@ def test_a_zip_bomb_is_a_413_before_it_is_expanded(registry: Registry) -> None:
     assert fine["version"] == 1  # the refused upload stored no version
 
 
-def test_a_zip_of_too_many_files_is_a_413_naming_the_setting(tmp_path: Path) -> None:
+def test_a_zip_of_too_many_files_is_a_413_naming_the_setting(database_url: str, tmp_path: Path) -> None:
     small = Registry(
-        Database(f"sqlite:///{tmp_path / 'c.db'}"),
+        Database(database_url),
         ArtifactStore(str(tmp_path / "artifacts")),
         CodeLimits(max_files=3, max_unpacked_bytes=10_000),
     )
@@ -229,22 +241,15 @@ def test_audit_rows_come_back_newest_first_for_owners_only(registry: Registry) -
         registry.audit(viewer, "au", now - timedelta(minutes=1), now, 10)
 
 
-def test_a_store_made_before_token_expiry_gets_the_new_columns(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = sqlalchemy.create_engine(url)
-    with engine.begin() as conn:  # the tokens table as the first release made it
-        conn.execute(sqlalchemy.text("CREATE TABLE workspaces (name VARCHAR(63) PRIMARY KEY, created_at DATETIME)"))
-        conn.execute(
-            sqlalchemy.text(
-                "CREATE TABLE tokens (token_hash VARCHAR(64) PRIMARY KEY, workspace VARCHAR(63), "
-                "role VARCHAR(16), created_at DATETIME)"
-            )
-        )
-        conn.execute(
-            sqlalchemy.text("INSERT INTO tokens VALUES (:h, NULL, 'admin', '2026-11-01 00:00:00')"),
-            {"h": hash_token("old")},
-        )
-    registry = Registry(Database(url), ArtifactStore(str(tmp_path / "artifacts")))
-    assert registry.authenticate("old").is_admin  # the old token still works, with no expiry
-    columns = {c["name"] for c in sqlalchemy.inspect(registry.db.engine).get_columns("tokens")}
-    assert {"expires_at", "revoked_at"} <= columns
+def test_a_code_file_name_longer_than_its_column_is_invalid_input(registry: Registry) -> None:
+    with pytest.raises(InvalidInput, match="keep it to 255"):
+        registry.upload_code(ADMIN, "default", "long", "s" * 253 + ".py", b"class A:\n    pass\n")
+    assert registry.upload_code(ADMIN, "default", "long", "s" * 252 + ".py", b"class A:\n    pass\n")["version"] == 1
+
+
+def test_a_record_written_first_by_a_concurrent_transaction_is_a_conflict(registry: Registry) -> None:
+    with pytest.raises(Conflict, match="at the same time: retry"), registry.db.session() as late:
+        late.add(Workspace(name="race"))  # written at commit, after the other transaction took the name
+        with registry.db.session() as early:
+            early.add(Workspace(name="race"))
+    assert "race" in registry.list_workspaces(ADMIN)
