@@ -24,8 +24,17 @@ api = build_api()
 )
 @serve.ingress(api)
 class CorralControl:
-    def __init__(self, settings: dict[str, Any], admin_token_hash: str | None) -> None:
-        self.service = ControlService(CorralSettings.model_validate(settings), admin_token_hash)
+    # Serve awaits an async constructor before the replica counts as started: with `restore_on_start`
+    # the control app is RUNNING only once the stored pipelines are back (or the wait is over), so
+    # KubeRay, which waits for every Serve app to run, moves traffic to a new cluster after that.
+    async def __init__(  # type: ignore[misc]
+        self, settings: dict[str, Any], admin_token_hash: str | None, restore_on_start: bool = False
+    ) -> None:
+        corral = CorralSettings.model_validate(settings)
+        self.service = ControlService(corral, admin_token_hash)
+        if restore_on_start:
+            # Restores run a few at a time, each bounded by the deploy timeout: `corral up`'s bound.
+            await self.service.restore_on_start(wait_s=corral.deploy_timeout_s * 2)
 
     async def verify_access(self, token_hash: str, workspace: str, pipeline: str) -> str:
         """Called by routers (through a handle) on a token cache miss; raises the API's errors."""
@@ -46,5 +55,6 @@ class CorralControl:
         return await self.service.restore()
 
 
-def control_application(settings: CorralSettings, admin_token_hash: str | None) -> Any:
-    return cast(Deployment, CorralControl).bind(settings.model_dump(mode="json"), admin_token_hash)
+def control_application(settings: CorralSettings, admin_token_hash: str | None, restore_on_start: bool = False) -> Any:
+    """The bound control app; `restore_on_start` for deployments without `corral up` (which restores itself)."""
+    return cast(Deployment, CorralControl).bind(settings.model_dump(mode="json"), admin_token_hash, restore_on_start)

@@ -19,7 +19,6 @@ import httpx
 from cluster.auth import hash_token, new_token
 from cluster.settings import CorralSettings
 from deployments.names import (
-    ASSAY_SCHEDULER_DEPLOYMENT,
     ASSAYS_APP,
     CONTROL_APP,
     LOG_SINK_DEPLOYMENT,
@@ -206,27 +205,19 @@ def up(settings: CorralSettings, say: Say = print) -> UpResult:
 
 def deploy_log_sink(settings: CorralSettings) -> None:
     """The `corral-logs` application: one LogSink replica, no HTTP route (routers call it by handle)."""
-    from typing import cast
-
     from ray import serve
-    from ray.serve.deployment import Deployment
 
-    from deployments.log_sink import LogSink
+    from cluster.serve_apps import log_sink_application
 
-    sink = cast(Deployment, LogSink).options(name=LOG_SINK_DEPLOYMENT)
-    serve.run(sink.bind(str(settings.logs_path)), name=LOGS_APP, route_prefix=None, blocking=False)
+    serve.run(log_sink_application(settings), name=LOGS_APP, route_prefix=None, blocking=False)
 
 
 def deploy_assay_scheduler(settings: CorralSettings) -> None:
-    from typing import cast
-
     from ray import serve
-    from ray.serve.deployment import Deployment
 
-    from deployments.assay_scheduler import AssayScheduler
+    from cluster.serve_apps import assay_scheduler_application
 
-    scheduler = cast(Deployment, AssayScheduler).options(name=ASSAY_SCHEDULER_DEPLOYMENT)
-    serve.run(scheduler.bind(settings.assay_tick_s), name=ASSAYS_APP, route_prefix=None, blocking=False)
+    serve.run(assay_scheduler_application(settings), name=ASSAYS_APP, route_prefix=None, blocking=False)
 
 
 # Bounds of `corral down`: pipeline apps stop together (one at a time, blocking, took minutes with

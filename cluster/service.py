@@ -64,6 +64,7 @@ class ControlService:
         self.explanations = ExplainService(settings, self.registry, self.logs, self._deployed)
         self.batches = BatchService()
         self._pending_task: asyncio.Task[None] | None = None
+        self._restore_task: asyncio.Task[list[dict[str, Any]]] | None = None
         _current = self
 
     def _known_columns(self, workspace: str, name: str) -> set[str]:
@@ -206,11 +207,17 @@ class ControlService:
             return None
         return result
 
-    async def restore(self) -> list[dict[str, Any]]:
+    async def restore(self, only_missing: bool = False) -> list[dict[str, Any]]:
         """Deploy again every pipeline the store marks as deployed, with its stored traffic, a few at
         a time. One the cluster cannot place (a GPU step without a GPU node) is not waited for: it is
-        reported `pending` with the reason, its endpoints answer 503, and it starts once it fits."""
+        reported `pending` with the reason, its endpoints answer 503, and it starts once it fits.
+
+        `only_missing` leaves alone the pipelines Serve already has an application for: a second
+        `serve.run` of an unchanged pipeline would still replace its replicas (new random version)."""
         states = await asyncio.to_thread(self.registry.deployed_pipelines)
+        if only_missing:
+            existing = set(await asyncio.to_thread(lambda: serve.status().applications))
+            states = missing_pipelines(states, existing)
         totals = await asyncio.to_thread(cluster_totals)
         gate = asyncio.Semaphore(RESTORE_PARALLELISM)
 
@@ -221,6 +228,23 @@ class ControlService:
         results = list(await asyncio.gather(*(one(state) for state in states)))
         self._watch_pending()
         return results
+
+    async def restore_on_start(self, wait_s: float) -> None:
+        """Restore the pipelines missing from Serve, waiting up to `wait_s` (the rest goes on in the
+        background). For a control app deployed from a Serve config (KubeRay), where no `corral up`
+        asks for the restore: this runs on every start of the control replica, so a new cluster (an
+        upgrade), a restarted head or a replaced control replica all get the store's pipelines back."""
+        self._restore_task = asyncio.get_running_loop().create_task(self.restore(only_missing=True))
+        try:
+            rows = await asyncio.wait_for(asyncio.shield(self._restore_task), wait_s)
+        except TimeoutError:
+            log.warning("still restoring pipelines after %.0f s; going on in the background", wait_s)
+            return
+        except Exception:
+            log.exception("restoring deployed pipelines failed; deploy them again with `corral pipelines deploy`")
+            return
+        for row in rows:
+            log.info("restored %s/%s: %s", row["workspace"], row["name"], row["status"])
 
     async def _restore_one(self, state: Pipeline, totals: dict[str, float]) -> dict[str, Any]:
         assert state.deployed_version is not None
@@ -298,6 +322,11 @@ class ControlService:
             if app_name(state.workspace, state.name) == app:
                 return state
         return None
+
+
+def missing_pipelines(states: list[Pipeline], existing_apps: set[str]) -> list[Pipeline]:
+    """The deployed pipelines that have no Serve application (of any status) yet."""
+    return [state for state in states if app_name(state.workspace, state.name) not in existing_apps]
 
 
 def _assay_gauges(workspace: str, name: str, spec: AssaySpec, result: WindowResult) -> None:

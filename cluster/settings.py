@@ -48,6 +48,11 @@ class CorralSettings(BaseSettings):
         default=300, ge=1, description="idle seconds before a pipeline's explainer scales to zero replicas"
     )
     token: str | None = Field(default=None, description="SDK/CLI token; default the admin token file")
+    admin_token_hash: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 (hex) of the admin token, for Corral started without `corral up` (KubeRay: from a Secret)",
+    )
 
     @field_validator("home")
     @classmethod
