@@ -20,6 +20,10 @@ Verify = Callable[[str], Awaitable[None]]
 AUTH_TTL_S = 0.5
 # How long a token the control app granted keeps working while the control app cannot be asked.
 AUTH_GRACE_S = 60.0
+# How long a request with a stale grant waits for the re-check before it goes on under the grace:
+# long enough for an answering control app (a few ms), so a revocation lands on the very next
+# request even after an idle spell; short enough that a control app away costs little.
+STALE_WAIT_S = 0.25
 DENIED_TTL_S = 2.0
 MAX_FAILURES = 100  # failed authentications per client and window before it gets a 429
 FAILURE_WINDOW_S = 60.0
@@ -41,10 +45,13 @@ class _Verdict:
 class AuthCache:
     """Verdicts of `verify` per token hash: granted ones for `ttl_s`, denied ones for `denied_ttl_s`.
 
-    A granted token past its TTL is re-checked in the background while its requests go on, for at
-    most `grace_s` since the control app last confirmed it: a control-app restart then costs the
-    data plane nothing, while a revocation still lands within about `ttl_s` when the control app is
-    up. Unknown tokens, denied ones and grants older than `grace_s` wait for the control app.
+    A request whose grant is past its TTL waits up to `stale_wait_s` for the re-check (shared by the
+    requests of that moment): an answering control app decides it, so a revocation lands on the
+    next request after `ttl_s`, busy or idle. When the control app does not answer in time the
+    request goes on under the grant, for at most `grace_s` since the control app last confirmed it,
+    and the re-check goes on in the background: a control-app restart costs the data plane at most
+    `stale_wait_s` per token and TTL. Unknown tokens, denied ones and grants older than `grace_s`
+    wait for the control app.
     """
 
     def __init__(
@@ -54,6 +61,7 @@ class AuthCache:
         ttl_s: float = AUTH_TTL_S,
         denied_ttl_s: float = DENIED_TTL_S,
         grace_s: float = AUTH_GRACE_S,
+        stale_wait_s: float = STALE_WAIT_S,
         limiter: FailureLimiter | None = None,
     ) -> None:
         self.verify = verify
@@ -61,6 +69,7 @@ class AuthCache:
         self.ttl_s = ttl_s
         self.denied_ttl_s = denied_ttl_s
         self.grace_s = grace_s
+        self.stale_wait_s = stale_wait_s
         self.verdicts: dict[str, _Verdict] = {}
         self.rechecks: dict[str, asyncio.Task[None]] = {}
 
@@ -75,8 +84,13 @@ class AuthCache:
             verdict.recheck_at < now and (verdict.error is not None or now - verdict.verified_at > self.grace_s)
         ):
             verdict = await self._ask(token_hash)
-        elif verdict.recheck_at < now and token_hash not in self.rechecks:
-            self.rechecks[token_hash] = asyncio.get_running_loop().create_task(self._recheck(token_hash))
+        elif verdict.recheck_at < now:
+            recheck = self.rechecks.get(token_hash)
+            if recheck is None:
+                recheck = asyncio.get_running_loop().create_task(self._recheck(token_hash))
+                self.rechecks[token_hash] = recheck
+            await asyncio.wait({recheck}, timeout=self.stale_wait_s)  # on timeout it goes on, uncancelled
+            verdict = self.verdicts.get(token_hash, verdict)
         if verdict.error is not None:
             if self.limiter is not None:  # the client is looked up only for failures, off the usual path
                 raise self.limiter.failed(client_of(headers, None), verdict.error)

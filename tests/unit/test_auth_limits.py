@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 
 import pytest
 
@@ -109,7 +110,7 @@ def test_a_granted_token_keeps_working_while_the_control_app_is_away_but_not_pas
     asyncio.run(scenario())
 
 
-def test_a_revoked_token_is_refused_right_after_its_background_recheck() -> None:
+def test_a_revoked_token_is_refused_on_the_first_request_after_its_ttl_even_after_an_idle_spell() -> None:
     revoked = False
 
     async def verify(token_hash: str) -> None:
@@ -123,10 +124,33 @@ def test_a_revoked_token_is_refused_right_after_its_background_recheck() -> None
         nonlocal revoked
         await cache.authorize(ok)
         revoked = True
+        await asyncio.sleep(0.05)  # idle: no request re-checked it meanwhile
+        with pytest.raises(Unauthenticated, match="revoked"):  # the control app answered within stale_wait_s
+            await cache.authorize(ok)
+
+    asyncio.run(scenario())
+
+
+def test_a_slow_control_app_delays_a_stale_grant_by_at_most_the_stale_wait_and_still_decides_it() -> None:
+    revoked = False
+
+    async def verify(token_hash: str) -> None:
+        if revoked:
+            await asyncio.sleep(0.5)  # the control app is slow to answer
+            raise Unauthenticated("token 0123456789abcdef was revoked")
+
+    cache = AuthCache(verify, ttl_s=0.01, stale_wait_s=0.05)
+    ok = {"authorization": "Bearer ok"}
+
+    async def scenario() -> None:
+        nonlocal revoked
+        await cache.authorize(ok)
+        revoked = True
         await asyncio.sleep(0.02)
-        await cache.authorize(ok)  # stale grant: passes, and starts the re-check
-        await asyncio.sleep(0)  # the re-check runs
-        await asyncio.sleep(0)
+        started = time.monotonic()
+        await cache.authorize(ok)  # goes on under the grant after stale_wait_s; the re-check goes on
+        assert time.monotonic() - started < 0.3
+        await asyncio.sleep(0.6)  # the re-check's answer lands
         with pytest.raises(Unauthenticated, match="revoked"):
             await cache.authorize(ok)
 
