@@ -27,6 +27,7 @@ from deployments.names import (
     LOGS_APP,
     SYSTEM_APPS,
 )
+from pipelines.storage import redacted
 
 Say = Callable[[str], None]
 OWNED_MARKER = "ray-started-by-corral"
@@ -180,7 +181,7 @@ def up(settings: CorralSettings, say: Say = print) -> UpResult:
         return UpResult(True, False, [], settings.base_url, dashboard)
     say(f"starting Ray Serve on {settings.host}:{settings.port}")
     serve.start(http_options={"host": settings.host, "port": settings.port})
-    say(f"deploying the log sink (inference logs in {settings.logs_path})")
+    say(f"deploying the log sink (inference logs in {redacted(settings.logs_uri)})")
     deploy_log_sink(settings)
     say("deploying the control application")
     serve.run(
@@ -215,7 +216,7 @@ def deploy_log_sink(settings: CorralSettings) -> None:
     from deployments.log_sink import LogSink
 
     sink = cast(Deployment, LogSink).options(name=LOG_SINK_DEPLOYMENT)
-    serve.run(sink.bind(str(settings.logs_path)), name=LOGS_APP, route_prefix=None, blocking=False)
+    serve.run(sink.bind(settings.logs_uri), name=LOGS_APP, route_prefix=None, blocking=False)
 
 
 def deploy_assay_scheduler(settings: CorralSettings) -> None:

@@ -57,7 +57,7 @@ class ControlService:
             self.registry.ensure_admin(admin_token_hash)
         self.deployer = Deployer(settings, self.registry)
         self.auth_failures = FailureLimiter()
-        self.logs = LogStore(settings.logs_path)
+        self.logs = LogStore(settings.logs_uri)
         self.assays = AssayService(self.registry, self.logs, self._known_columns, _assay_gauges)
         self.explanations = ExplainService(settings, self.registry, self.logs, self._deployed)
         self._pending_task: asyncio.Task[None] | None = None
