@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -88,6 +89,7 @@ class LogStore:
         self.fs, self.root = filesystem_of(self.uri)
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
         self.grace_s = grace_s
+        self._compacting = threading.Lock()  # the sink's periodic merge and its flush never overlap
         if self.local:
             Path(self.root).mkdir(parents=True, exist_ok=True)
             self._lock_path = Path(self.root) / ".lock"
@@ -236,10 +238,11 @@ class LogStore:
         costs what was written since the last one, not the whole day logged so far. On an object
         store this also deletes what earlier merges replaced, once the grace has passed."""
         merged = 0
-        for kind in KINDS:
-            for folder in self._partitions(kind):
-                compact = self._compact_local if self.local else self._compact_remote
-                merged += compact(folder, max(min_files, 2), small_bytes)
+        compact = self._compact_local if self.local else self._compact_remote
+        with self._compacting:
+            for kind in KINDS:
+                for folder in self._partitions(kind):
+                    merged += compact(folder, max(min_files, 2), small_bytes)
         pa.default_memory_pool().release_unused()  # merges come in bursts: give the pages back between them
         return merged
 
@@ -268,10 +271,7 @@ class LogStore:
         if len(parts) < min_files:
             return False
         merged = self.stage_merge(folder, parts)
-        if merged is None:
-            return False
-        self.commit_merge(folder, parts, merged, head)
-        return True
+        return merged is not None and self.commit_merge(folder, parts, merged)
 
     def stage_merge(self, folder: str, parts: list[str]) -> str | None:
         """Object stores, merge step 1: write `parts` as one `merge-*` file, which no reader reads
@@ -289,12 +289,20 @@ class LogStore:
             return None
         return path
 
-    def commit_merge(self, folder: str, parts: list[str], merged: str, head: PartitionHead | None = None) -> None:
+    def commit_merge(self, folder: str, parts: list[str], merged: str) -> bool:
         """Object stores, merge step 2: one PUT of the partition head makes readers read `merged`
-        instead of `parts`; the parts are deleted by a compaction at least the grace later."""
-        head = self._head(folder) if head is None else head
-        committed = head.after_merge([_name(p) for p in parts], _name(merged), time.time())
+        instead of `parts`; the parts are deleted by a compaction at least the grace later. False
+        (and `merged` deleted) when a part is no longer live: another compactor merged it meanwhile."""
+        head = self._head(folder)  # as it is now, not as it was when the merge began
+        names = [_name(p) for p in parts]
+        if len(head.live(names)) != len(names):
+            log.warning("not committing a merge in %s: its files were merged meanwhile", folder)
+            with contextlib.suppress(OSError):
+                self.fs.delete_file(merged)
+            return False
+        committed = head.after_merge(names, _name(merged), time.time())
         self._put(f"{folder}/{HEAD}", committed.model_dump_json().encode())
+        return True
 
     def collect_garbage(self, folder: str, now: float | None = None) -> int:
         """Object stores, merge step 3 (done by `compact`): delete the files merges replaced more than

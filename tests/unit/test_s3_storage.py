@@ -289,6 +289,24 @@ def test_a_query_during_the_steps_of_a_merge_sees_every_row_exactly_once(
     check(files=1)
 
 
+def test_of_two_compactors_merging_the_same_parts_one_commits(s3_uri: str) -> None:  # noqa: F811
+    """Say a sink replica and its replacement during a rollout: the second commit finds its parts
+    merged already, gives up and takes its merged file back."""
+    first, second = LogStore(s3_uri), LogStore(s3_uri)
+    for i in range(4):
+        first.write(INFERENCES, "ws", "fraud", _request(i, T0))
+    folder = first.folder(INFERENCES, "ws", "fraud", T0.date())
+    parts = first.files(INFERENCES, "ws", "fraud", *FAR)
+    mine, theirs = first.stage_merge(folder, parts), second.stage_merge(folder, parts)
+    assert mine is not None and theirs is not None
+    assert first.commit_merge(folder, parts, mine)
+    assert not second.commit_merge(folder, parts, theirs)
+    assert first.fs.get_file_info(theirs).type == pafs.FileType.NotFound
+    assert first.files(INFERENCES, "ws", "fraud", *FAR) == [mine]
+    ids = second.query("ws", "fraud", *FAR, limit=100).column("request_id").to_pylist()
+    assert ids == [f"r{i}" for i in range(4) for _ in range(2)]
+
+
 def test_queries_racing_writes_and_merges_never_see_a_row_twice_or_miss_one(s3_uri: str) -> None:  # noqa: F811
     """Real threads: a writer, a compactor (merging and deleting with a 1 s grace) and a reader.
     Every row written before a query started is in its answer, and no row twice."""
