@@ -27,7 +27,7 @@ from deployments.names import (
     LOGS_APP,
     SYSTEM_APPS,
 )
-from pipelines.storage import redacted
+from pipelines.storage import check_reachable, redacted
 
 Say = Callable[[str], None]
 OWNED_MARKER = "ray-started-by-corral"
@@ -163,6 +163,11 @@ def up(settings: CorralSettings, say: Say = print) -> UpResult:
     from cluster.control_app import control_application
 
     settings.home.mkdir(parents=True, exist_ok=True)
+    for location in (settings.artifacts_uri, settings.logs_uri):
+        try:
+            check_reachable(location)  # before anything starts: a bad URI fails here, not at the first upload
+        except OSError as exc:
+            raise LifecycleError(f"storage: {exc}") from exc
     token = admin_token(settings)
     assert token is not None
     dashboard = f"http://127.0.0.1:{settings.dashboard_port}"

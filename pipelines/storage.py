@@ -37,9 +37,34 @@ def child_location(location: str, name: str) -> str:
 
 
 def redacted(location: str) -> str:
-    """The location fit for logs and messages: secret query parameters hidden."""
+    """The location fit for logs and messages: a secret key in it (`s3://KEY:SECRET@bucket`) hidden."""
     if not is_uri(location):
         return location
     parts = urlsplit(location)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}:***@{host}"
     query = [(k, "***" if k in _SECRET_PARAMS else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-    return urlunsplit(parts._replace(query=urlencode(query, safe=":/")))
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe=":/")))
+
+
+def check_reachable(location: str) -> None:
+    """Raise OSError saying what to fix when an object-store location cannot be used (bucket
+    missing, endpoint down, credentials refused); local directories are created when first used."""
+    if not is_uri(location):
+        return
+    shown = redacted(location)
+    try:
+        fs, root = filesystem_of(location)
+        bucket = root.split("/", 1)[0]
+        if fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+            raise OSError(f"{shown}: bucket {bucket!r} does not exist: create it first")
+        fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))  # a listing: the credentials work
+    except (OSError, ValueError) as exc:  # pyarrow says ArrowInvalid (a ValueError) for a malformed URI
+        if str(exc).startswith(shown):
+            raise
+        raise OSError(
+            f"{shown} is not reachable ({str(exc).replace(location, shown)}): check the URI, its endpoint "
+            "and the AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION variables"
+        ) from exc

@@ -32,6 +32,7 @@ from cluster.store.db import Database
 from monitoring.log_head import HEAD, PartitionHead
 from monitoring.log_schema import inference_rows, shadow_rows, with_anomalies
 from monitoring.log_store import INFERENCES, SHADOWS, LogStore, connect
+from pipelines.storage import check_reachable
 from tests.s3 import S3Server, s3_server, s3_uri  # noqa: F401 (fixtures)
 
 REPO = Path(__file__).parents[2]
@@ -402,3 +403,26 @@ def test_a_merge_on_s3_holds_a_bounded_number_of_rows_in_memory(s3_uri: str) -> 
     peak_mb = int(run.stdout.split()[-1]) / 2**20
     assert peak_mb < 60, f"a merge of 1.2 M rows on S3 peaked at {peak_mb:.0f} MB of Arrow memory"
     assert store.query("ws", "fraud", *FAR, limit=2_000_000).num_rows == big + 9
+
+
+def test_an_unusable_storage_uri_is_refused_with_what_to_fix(s3_server: S3Server, s3_uri: str) -> None:  # noqa: F811
+    check_reachable(s3_uri)
+    check_reachable("/a/local/dir/not/made/yet")
+    with pytest.raises(OSError, match="bucket 'no-such-bucket' does not exist"):
+        check_reachable(f"s3://no-such-bucket/x?endpoint_override={s3_server.endpoint}&scheme=http")
+    # a server that is down (the SDK retries a few times first), and a key in the URI stays hidden
+    secret = f"s3://KEY:hush@{s3_server.bucket}/x?endpoint_override=127.0.0.1:{_closed_port()}&scheme=http"
+    with pytest.raises(OSError, match=r"not reachable.*AWS_ACCESS_KEY_ID") as caught:
+        check_reachable(secret)
+    assert "hush" not in str(caught.value) and "KEY:***@" in str(caught.value)
+    with pytest.raises(OSError, match="not reachable"):
+        check_reachable(f"s3://{s3_server.bucket}/x?endpoint_overide=typo")
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
