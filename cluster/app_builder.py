@@ -267,7 +267,7 @@ def batch_plan(
     spec: PipelineSpec,
     resolved: dict[str, Any],
     storage_uri: str,
-    logs_path: str,
+    logs_uri: str,
     code_dir: Path,
     code_sources: Any,
 ) -> BatchPlan:
@@ -289,7 +289,7 @@ def batch_plan(
             if step.model is not None
         },
         storage_uri=storage_uri,
-        logs_path=logs_path,
+        logs_uri=logs_uri,
         validations=dict(spec.validations),
         py_modules=upload_modules(code.inline_paths) if code.inline_paths else [],
         num_cpus=max(1.0, max(step.resources.num_cpus for step in steps)),

@@ -16,7 +16,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -49,7 +48,7 @@ class BatchPlan:
     steps: list[dict[str, Any]]
     models: dict[str, str]  # step name -> model sha256
     storage_uri: str
-    logs_path: str = ""  # the inference log store, for `log: true`
+    logs_uri: str = ""  # the inference log store (a directory or URI), for `log: true`
     validations: dict[str, str] = field(default_factory=dict)
     py_modules: list[str] = field(default_factory=list)  # gcs:// URIs of uploaded step code
     num_cpus: float = 1.0
@@ -94,7 +93,7 @@ class ChainWorker:
         from pipelines.rules import flag_rows, parse_rules
 
         if self.store is None:
-            self.store = LogStore(Path(self.plan.logs_path))
+            self.store = LogStore(self.plan.logs_uri)
             self.rules = parse_rules(self.plan.validations)
         rows = inference_rows(
             time=datetime.now(UTC),

@@ -25,6 +25,7 @@ from deployments.names import (
     LOGS_APP,
     SYSTEM_APPS,
 )
+from pipelines.storage import check_reachable, redacted
 
 Say = Callable[[str], None]
 OWNED_MARKER = "ray-started-by-corral"
@@ -160,6 +161,11 @@ def up(settings: CorralSettings, say: Say = print) -> UpResult:
     from cluster.control_app import control_application
 
     settings.home.mkdir(parents=True, exist_ok=True)
+    for location in (settings.artifacts_uri, settings.logs_uri):
+        try:
+            check_reachable(location)  # before anything starts: a bad URI fails here, not at the first upload
+        except OSError as exc:
+            raise LifecycleError(f"storage: {exc}") from exc
     token = admin_token(settings)
     assert token is not None
     dashboard = f"http://127.0.0.1:{settings.dashboard_port}"
@@ -178,7 +184,7 @@ def up(settings: CorralSettings, say: Say = print) -> UpResult:
         return UpResult(True, False, [], settings.base_url, dashboard)
     say(f"starting Ray Serve on {settings.host}:{settings.port}")
     serve.start(http_options={"host": settings.host, "port": settings.port})
-    say(f"deploying the log sink (inference logs in {settings.logs_path})")
+    say(f"deploying the log sink (inference logs in {redacted(settings.logs_uri)})")
     deploy_log_sink(settings)
     say("deploying the control application")
     serve.run(

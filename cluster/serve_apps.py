@@ -31,7 +31,7 @@ def log_sink_application(settings: CorralSettings) -> Application:
     from deployments.log_sink import LogSink
 
     sink = cast(Deployment, LogSink).options(name=LOG_SINK_DEPLOYMENT)
-    return sink.bind(str(settings.logs_path))
+    return sink.bind(settings.logs_uri)
 
 
 def assay_scheduler_application(settings: CorralSettings) -> Application:

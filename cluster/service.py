@@ -59,7 +59,7 @@ class ControlService:
             self.registry.ensure_admin(admin_token_hash)
         self.deployer = Deployer(settings, self.registry)
         self.auth_failures = FailureLimiter()
-        self.logs = LogStore(settings.logs_path)
+        self.logs = LogStore(settings.logs_uri)
         self.assays = AssayService(self.registry, self.logs, self._known_columns, _assay_gauges)
         self.explanations = ExplainService(settings, self.registry, self.logs, self._deployed)
         self.batches = BatchService()
@@ -158,7 +158,7 @@ class ControlService:
             spec=spec,
             resolved=pv.resolved,
             storage_uri=self.settings.artifacts_uri,
-            logs_path=str(self.settings.logs_path),
+            logs_uri=self.settings.logs_uri,
             code_dir=self.settings.home / "code",
             code_sources=self.registry.code_sources,
         )

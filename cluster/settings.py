@@ -5,8 +5,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipelines.storage import child_location
 
 
 class CorralSettings(BaseSettings):
@@ -16,7 +18,16 @@ class CorralSettings(BaseSettings):
 
     home: Path = Field(default=Path("~/.corral"), description="state: registry DB, artifacts, logs, tokens")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite under home")
-    storage_uri: str | None = Field(default=None, description="artifact store URI; default home/artifacts")
+    storage_uri: str | None = Field(
+        default=None,
+        description="artifact store: a directory or pyarrow.fs URI (s3://bucket/prefix?endpoint_override=host:port"
+        "&scheme=http; credentials from the AWS_* variables); default home/artifacts",
+    )
+    logs_uri: str = Field(
+        default="",
+        description="inference-log root, a directory or URI like storage_uri; default <storage_uri>/logs when "
+        "storage_uri is set, else home/logs",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     url: str | None = Field(default=None, description="where clients reach Corral; default http://host:port")
@@ -59,6 +70,12 @@ class CorralSettings(BaseSettings):
     def _expand(cls, v: Path) -> Path:
         return v.expanduser().resolve()
 
+    @model_validator(mode="after")
+    def _default_logs_uri(self) -> CorralSettings:
+        if not self.logs_uri:
+            self.logs_uri = child_location(self.storage_uri, "logs") if self.storage_uri else str(self.home / "logs")
+        return self
+
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'corral.db'}"
@@ -66,11 +83,6 @@ class CorralSettings(BaseSettings):
     @property
     def artifacts_uri(self) -> str:
         return self.storage_uri or str(self.home / "artifacts")
-
-    @property
-    def logs_path(self) -> Path:
-        """Inference logs (Parquet, partitioned workspace/pipeline/date)."""
-        return self.home / "logs"
 
     @property
     def admin_token_path(self) -> Path:

@@ -2,8 +2,9 @@
 
 Routers send batches of rows (Arrow tables) every ~100 ms; inference rows get their `anomaly.*`
 columns here, a batch at a time, off the request path. Each batch is written to its own
-Parquet file at once (fsync + atomic rename), so a crash of the sink loses nothing it has
-acknowledged. Small files are merged in the background and on shutdown.
+Parquet file at once (locally fsync + atomic rename, on an object store one PUT), so a crash of
+the sink loses nothing it has acknowledged. Small files are merged in the background and on
+shutdown. The logs live under CORRAL_LOGS_URI: a directory or an object store such as S3.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,8 +40,8 @@ COMPACT_EVERY_S = 30.0
 class LogSink:
     """Writes inference and shadow rows; `flush` merges small files (called by `corral down`)."""
 
-    def __init__(self, root: str) -> None:
-        self.store = LogStore(Path(root))
+    def __init__(self, logs_uri: str) -> None:
+        self.store = LogStore(logs_uri)
         self.rows_written = 0
         self.compactor: asyncio.Task[None] | None = None
         self.rules: dict[tuple[tuple[str, str], ...], list[Rule]] = {}

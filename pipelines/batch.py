@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipelines import storage
 from pipelines.errors import Conflict, InvalidInput
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "json", ".ndjson": "json", ".json": "json"}
@@ -45,17 +46,16 @@ class InputFiles:
 
 
 def filesystem_of(uri: str) -> tuple[pafs.FileSystem, str]:
-    """The filesystem and path of a local path or a pyarrow.fs URI."""
-    if "://" in uri:
+    """The filesystem and path of an absolute local path or a pyarrow.fs URI."""
+    if storage.is_uri(uri):
         try:
-            fs, path = pafs.FileSystem.from_uri(uri)
+            return storage.filesystem_of(uri)
         except (pa.ArrowInvalid, OSError, ValueError) as exc:
-            raise InvalidInput(f"cannot open {uri!r}: {exc}. Use a local path or a URI like s3://bucket/path") from None
-        return fs, path
-    path = Path(uri)
-    if not path.is_absolute():
+            shown = storage.redacted(uri)
+            raise InvalidInput(f"cannot open {shown!r}: {exc}. Use a local path or a URI like s3://b/path") from None
+    if not Path(uri).is_absolute():
         raise InvalidInput(f"{uri!r} is a relative path: the cluster reads it, so give an absolute path")
-    return pafs.LocalFileSystem(), str(path)
+    return storage.filesystem_of(uri)
 
 
 def format_of(path: str) -> str | None:
@@ -84,7 +84,7 @@ def list_inputs(inputs: list[str]) -> list[InputFiles]:
         for file in sorted(found):
             kind = format_of(file)
             assert kind is not None
-            key = (kind, fs.type_name + (uri.split("://", 1)[1].split("/", 1)[0] if "://" in uri else ""))
+            key = (kind, fs.type_name + (uri.split("://", 1)[1].split("/", 1)[0] if storage.is_uri(uri) else ""))
             groups.setdefault(key, (fs, []))[1].append(file)
         count += len(found)
         if count > MAX_INPUT_FILES:
