@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batch-rows", type=int, default=262_144)
+    parser.add_argument("--batch-rows", type=int, default=None)
     args = parser.parse_args()
 
     client = Client()

@@ -125,12 +125,16 @@ def parquet_rows(files: list[InputFiles]) -> int | None:
 
 
 def _read(group: InputFiles) -> Any:
+    """One read task per file, fused with the step workers: measured here, Ray Data's default split
+    of each file into ~25 blocks of 40 K rows, then one step call and one output file per block,
+    ran at 0.83 M rows/s; a block per file (Ray Data still cuts blocks at 128 MiB) at 1.4 M."""
     paths = list(group.paths)
+    options: dict[str, Any] = {"filesystem": group.filesystem, "override_num_blocks": len(paths)}
     if group.format == "parquet":
-        return ray.data.read_parquet(paths, filesystem=group.filesystem)
+        return ray.data.read_parquet(paths, **options)
     if group.format == "csv":
-        return ray.data.read_csv(paths, filesystem=group.filesystem)
-    return ray.data.read_json(paths, filesystem=group.filesystem)  # pyarrow.json: one object per line
+        return ray.data.read_csv(paths, **options)
+    return ray.data.read_json(paths, **options)  # pyarrow.json: one object per line
 
 
 class BatchJob:
@@ -187,6 +191,11 @@ class BatchJob:
 
     def _execute(self) -> None:
         request, plan = self.request, self.plan
+        context = ray.data.DataContext.get_current()  # this actor is the run's Ray Data driver
+        # Ray 2.60's V2 Parquet reader starts 32 footer-reader actors per read: measured here, 17-20 s
+        # before the first row, whatever the input's size; the V1 reader starts reading in ~1 s.
+        context.use_datasource_v2 = False
+        context.enable_progress_bars = False  # no terminal here: progress goes through `progress()`
         files = list_inputs(request.inputs)
         prepare_output(request.output)
         self._update(files=sum(len(group.paths) for group in files), rows_total=parquet_rows(files))

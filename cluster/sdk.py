@@ -355,7 +355,8 @@ class Pipeline:
         directory that gets Parquet files with the input and output columns. Default version: the
         deployed one; default variant: the one with the most live traffic. `log=True` also writes the
         rows to the inference log. `workers` Ray Data actors run the steps on `batch_rows` rows at a
-        time (default 65,536). `progress(report)` is called on every poll. Raises BatchFailed.
+        time (default: a block, one input file or 128 MiB of it). `progress(report)` is called on
+        every poll. Raises BatchFailed.
         """
         paths = [inputs] if isinstance(inputs, str | Path) else list(inputs)
         body: dict[str, Any] = {"inputs": [_uri(p) for p in paths], "output": _uri(output), "log": log}
@@ -374,16 +375,7 @@ class Pipeline:
             if report["state"] == "failed":
                 raise BatchFailed(f"batch run {report['id']} of {self.name} failed: {report['error']}")
             if report["state"] == "succeeded":
-                return BatchResult(
-                    id=report["id"],
-                    output=report["output"],
-                    version=report["version"],
-                    variant=report["variant"],
-                    rows=report["rows"],
-                    files=report["files"],
-                    seconds=report["seconds"],
-                    rows_per_s=report["rows_per_s"],
-                )
+                return BatchResult(**{name: report[name] for name in BatchResult.__dataclass_fields__})
             time.sleep(poll_s)
 
     def explain(

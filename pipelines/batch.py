@@ -33,7 +33,9 @@ class BatchRequest(BaseModel):
     variant: str | None = Field(default=None, description="default: the variant with the most live traffic")
     log: bool = Field(default=False, description="also write every row to the inference log")
     workers: int = Field(default=2, ge=1, le=256, description="Ray Data actors running the steps")
-    batch_rows: int = Field(default=65_536, ge=1, le=4_194_304, description="rows per call of the steps")
+    batch_rows: int | None = Field(
+        default=None, ge=1, le=4_194_304, description="rows per call of the steps; default a block (a file, <= 128 MiB)"
+    )
 
 
 @dataclass(frozen=True)

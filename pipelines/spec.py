@@ -208,6 +208,16 @@ class RouterSpec(_Strict):
         )
     )
 
+    @field_validator("autoscaling")
+    @classmethod
+    def _router_stays_up(cls, value: Autoscaling) -> Autoscaling:
+        if value.min_replicas < 1:
+            raise ValueError(
+                "router.autoscaling.min_replicas must be at least 1: the router is the pipeline's HTTP ingress and "
+                "answers 503 + Retry-After while a step scales up from zero; give the steps min_replicas: 0 instead"
+            )
+        return value
+
 
 class PipelineSpec(_Strict):
     """A pipeline: named variants of step chains, a traffic policy and validations."""

@@ -63,6 +63,10 @@ def test_contract_example_parses() -> None:
             {"steps": [{"name": "a", "model": "m", "autoscaling": {"min_replicas": 3, "max_replicas": 2}}]},
             "min_replicas",
         ),
+        (
+            {"steps": [{"name": "a", "model": "m"}], "router": {"autoscaling": {"min_replicas": 0, "max_replicas": 2}}},
+            "router.autoscaling.min_replicas must be at least 1",
+        ),
     ],
 )
 def test_bad_specs_say_what_to_fix(spec: dict, fragment: str) -> None:
