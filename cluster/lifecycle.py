@@ -92,6 +92,34 @@ def _ray_running() -> bool:
     return result.returncode == 0
 
 
+PORTS_FREE_TIMEOUT_S = 20.0
+
+
+def _busy_ports(settings: CorralSettings) -> list[int]:
+    """The ports a local head needs that something still listens on (SO_REUSEADDR, as the servers
+    bind: a socket in TIME_WAIT does not count)."""
+    import socket
+
+    busy = []
+    for port in (settings.dashboard_port, settings.port, settings.metrics_port):
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                busy.append(port)
+    return busy
+
+
+def _wait_ports_free(settings: CorralSettings, timeout_s: float = PORTS_FREE_TIMEOUT_S) -> list[int]:
+    """Until a stopped head's processes have let go of its ports (seen: the dashboard still held
+    8265 a moment after `ray stop --force`, and the next `ray start` failed); returns those still busy."""
+    deadline = time.monotonic() + timeout_s
+    while (busy := _busy_ports(settings)) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    return busy
+
+
 def _start_ray(settings: CorralSettings, say: Say) -> None:
     env = dict(os.environ, **RAY_PROCESS_ENV)
     command = [
@@ -104,6 +132,12 @@ def _start_ray(settings: CorralSettings, say: Say) -> None:
         f"--metrics-export-port={settings.metrics_port}",
         "--disable-usage-stats",
     ]  # fmt: skip
+    busy = _wait_ports_free(settings)
+    if busy:
+        raise LifecycleError(
+            f"port(s) {', '.join(map(str, busy))} are in use by another process: stop it, or choose other ports "
+            "with CORRAL_PORT / CORRAL_DASHBOARD_PORT / CORRAL_METRICS_PORT"
+        )
     say(f"starting a local Ray head ({settings.num_cpus} logical CPUs, HAProxy ingress)")
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     if result.returncode != 0:
@@ -298,6 +332,7 @@ def down(settings: CorralSettings, say: Say = print) -> None:
     subprocess.run([_ray_bin(), "stop", "--force"], capture_output=True, text=True, timeout=120)
     _stop_orphan_haproxy()
     (settings.home / OWNED_MARKER).unlink(missing_ok=True)
+    _wait_ports_free(settings)  # down means down: the next `corral up` can bind them at once
 
 
 def status(settings: CorralSettings) -> dict[str, Any]:
