@@ -93,20 +93,17 @@ def _ray_running() -> bool:
 
 
 PORTS_FREE_TIMEOUT_S = 20.0
-TIME_WAIT_S = 65.0  # Linux keeps a closed TCP socket in TIME_WAIT for 60 s
 
 
-def _busy_ports(settings: CorralSettings, strict: bool = False) -> list[int]:
-    """The ports a local head needs that something still listens on; `strict` also counts sockets
-    in TIME_WAIT, as `ray start`'s own check does (it binds without SO_REUSEADDR: a dashboard killed
-    with open connections leaves its port in TIME_WAIT for up to a minute)."""
+def _busy_ports(settings: CorralSettings) -> list[int]:
+    """The ports a local head needs that something still listens on (SO_REUSEADDR, as the servers
+    bind: a socket in TIME_WAIT does not count)."""
     import socket
 
     busy = []
     for port in (settings.dashboard_port, settings.port, settings.metrics_port):
         with socket.socket() as probe:
-            if not strict:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(("127.0.0.1", port))
             except OSError:
@@ -114,13 +111,11 @@ def _busy_ports(settings: CorralSettings, strict: bool = False) -> list[int]:
     return busy
 
 
-def _wait_ports_free(
-    settings: CorralSettings, timeout_s: float = PORTS_FREE_TIMEOUT_S, strict: bool = False
-) -> list[int]:
-    """Until a stopped head's processes have let go of its ports (seen: 8265 still taken a moment
-    after `ray stop --force`, and the next `ray start` failed); returns those still busy."""
+def _wait_ports_free(settings: CorralSettings, timeout_s: float = PORTS_FREE_TIMEOUT_S) -> list[int]:
+    """Until a stopped head's processes have let go of its ports (seen: the dashboard still held
+    8265 a moment after `ray stop --force`, and the next `ray start` failed); returns those still busy."""
     deadline = time.monotonic() + timeout_s
-    while (busy := _busy_ports(settings, strict)) and time.monotonic() < deadline:
+    while (busy := _busy_ports(settings)) and time.monotonic() < deadline:
         time.sleep(0.25)
     return busy
 
@@ -137,7 +132,7 @@ def _start_ray(settings: CorralSettings, say: Say) -> None:
         f"--metrics-export-port={settings.metrics_port}",
         "--disable-usage-stats",
     ]  # fmt: skip
-    busy = _wait_ports_free(settings, timeout_s=TIME_WAIT_S, strict=True)
+    busy = _wait_ports_free(settings)
     if busy:
         raise LifecycleError(
             f"port(s) {', '.join(map(str, busy))} are in use by another process: stop it, or choose other ports "
