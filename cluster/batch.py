@@ -140,10 +140,11 @@ def _read(group: InputFiles) -> Any:
 class BatchJob:
     """One batch run, as a Ray actor: it works in a thread of its own; `progress()` answers meanwhile."""
 
-    def __init__(self, job_id: str, plan: BatchPlan, request: dict[str, Any]) -> None:
+    def __init__(self, job_id: str, plan: BatchPlan, request: dict[str, Any], files: list[InputFiles]) -> None:
         self.job_id = job_id
         self.plan = plan
         self.request = BatchRequest.model_validate(request)
+        self.files = files  # listed once, by the control app, when it checked the request
         self.lock = threading.Lock()
         self.state: dict[str, Any] = {
             "id": job_id,
@@ -196,8 +197,8 @@ class BatchJob:
         # before the first row, whatever the input's size; the V1 reader starts reading in ~1 s.
         context.use_datasource_v2 = False
         context.enable_progress_bars = False  # no terminal here: progress goes through `progress()`
-        files = list_inputs(request.inputs)
-        prepare_output(request.output)
+        files = self.files
+        prepare_output(request.output)  # again on this node: a local output directory must exist here too
         self._update(files=sum(len(group.paths) for group in files), rows_total=parquet_rows(files))
         datasets = [_read(group) for group in files]
         dataset = datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
@@ -256,13 +257,13 @@ class BatchService:
 
     def start(self, plan: BatchPlan, request: BatchRequest) -> str:
         """Checks the inputs and the output here, so a bad path is a 4xx now, not a failed run later."""
-        list_inputs(request.inputs)
+        files = list_inputs(request.inputs)
         prepare_output(request.output)
         job_id = uuid.uuid4().hex
         options: dict[str, Any] = {"name": f"corral-batch-{job_id[:12]}", "num_cpus": 0, "max_concurrency": 4}
         if plan.py_modules:
             options["runtime_env"] = {"py_modules": plan.py_modules}
-        actor = ray.remote(BatchJob).options(**options).remote(job_id, plan, request.model_dump())
+        actor = ray.remote(BatchJob).options(**options).remote(job_id, plan, request.model_dump(), files)
         self.running[job_id] = (plan.workspace, actor)
         return job_id
 

@@ -67,7 +67,9 @@ def _reference(reference: dict[str, Any]) -> str:
     detail = reference.get("dataset") or (
         f"{reference.get('start', '')[:19]} to {reference.get('end', '')[:19]}" if source == "logs" else ""
     )
-    return f"{source} {detail} ({reference.get('rows', '?')} rows)".replace("  ", " ")
+    dropped = reference.get("columns_dropped")
+    left_out = f"; left out {', '.join(dropped)}: not every request sent it" if dropped else ""
+    return f"{source} {detail} ({reference.get('rows', '?')} rows{left_out})".replace("  ", " ")
 
 
 def _anchor(item: dict[str, Any], threshold: float) -> Text:

@@ -26,6 +26,7 @@ from cluster.store.artifacts import ArtifactStore
 from cluster.store.tables import PipelineVersion
 from deployments.autoscaling import POLICY_PATH
 from deployments.names import EXPLAINER_DEPLOYMENT, explainer_app_name, step_deployment_name
+from explain.features import logged_feature_columns
 from explain.request import DatasetReference, ExplainRequest, ValuesReference, WindowReference, parse_request
 from monitoring.log_schema import IN
 from monitoring.log_store import LogStore
@@ -114,8 +115,16 @@ class ExplainService:
             return table, {"source": "instances", "rows": table.num_rows}
         start, end = (ref.start, ref.end) if isinstance(ref, WindowReference) else (None, None)
         since, until = time_range(start, end)
-        table = logged_inputs(self.logs.query(workspace, name, since, until, MAX_LOGGED_REFERENCE_ROWS))
-        described = {"source": "logs", "start": since.isoformat(), "end": until.isoformat(), "rows": table.num_rows}
+        logged = logged_inputs(self.logs.query(workspace, name, since, until, MAX_LOGGED_REFERENCE_ROWS))
+        table, extra = logged_feature_columns(logged, request.instances)
+        described: dict[str, Any] = {
+            "source": "logs",
+            "start": since.isoformat(),
+            "end": until.isoformat(),
+            "rows": table.num_rows,
+        }
+        if extra:
+            described["columns_dropped"] = extra
         if table.num_rows == 0:
             raise InvalidInput(
                 f"no logged inputs of {name!r} between {since.isoformat()} and {until.isoformat()} to use as the "

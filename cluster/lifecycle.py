@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from cluster import ray_driver
 from cluster.auth import hash_token, new_token
+from cluster.ports import holders
 from cluster.settings import CorralSettings
 from deployments.names import (
     ASSAYS_APP,
@@ -79,20 +80,13 @@ def _ray_bin() -> str:
     return str(candidate) if candidate.exists() else (shutil.which("ray") or "ray")
 
 
-def _connect(address: str) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, namespace="corral")
-
-
 def _ray_running() -> bool:
     result = subprocess.run([_ray_bin(), "status"], capture_output=True, text=True, timeout=60)
     return result.returncode == 0
 
 
 PORTS_FREE_TIMEOUT_S = 20.0
+RAY_GCS_PORT = 6379  # `ray start --head`'s default
 
 
 def _busy_ports(settings: CorralSettings) -> list[int]:
@@ -101,7 +95,7 @@ def _busy_ports(settings: CorralSettings) -> list[int]:
     import socket
 
     busy = []
-    for port in (settings.dashboard_port, settings.port, settings.metrics_port):
+    for port in (RAY_GCS_PORT, settings.dashboard_port, settings.port, settings.metrics_port):
         with socket.socket() as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -109,6 +103,11 @@ def _busy_ports(settings: CorralSettings) -> list[int]:
             except OSError:
                 busy.append(port)
     return busy
+
+
+def _held(ports: Iterable[int]) -> str:
+    """Who holds each port, for error messages."""
+    return "; ".join(f"{port}: {', '.join(map(str, holders(port))) or 'free'}" for port in ports)
 
 
 def _wait_ports_free(settings: CorralSettings, timeout_s: float = PORTS_FREE_TIMEOUT_S) -> list[int]:
@@ -135,14 +134,16 @@ def _start_ray(settings: CorralSettings, say: Say) -> None:
     busy = _wait_ports_free(settings)
     if busy:
         raise LifecycleError(
-            f"port(s) {', '.join(map(str, busy))} are in use by another process: stop it, or choose other ports "
-            "with CORRAL_PORT / CORRAL_DASHBOARD_PORT / CORRAL_METRICS_PORT"
+            f"port(s) {', '.join(map(str, busy))} are in use by another process ({_held(busy)}): stop it, or "
+            "choose other ports with CORRAL_PORT / CORRAL_DASHBOARD_PORT / CORRAL_METRICS_PORT"
         )
     say(f"starting a local Ray head ({settings.num_cpus} logical CPUs, HAProxy ingress)")
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     if result.returncode != 0:
+        ports = (RAY_GCS_PORT, settings.dashboard_port, settings.metrics_port)
         raise LifecycleError(
-            f"`ray start` failed:\n{result.stderr[-3000:]}\nRun `ray stop --force` and retry."
+            f"`ray start` failed:\n{result.stderr[-3000:]}\nThe head's ports: {_held(ports)}.\n"
+            "Run `ray stop --force` and retry."
         )
     (settings.home / OWNED_MARKER).write_text(str(time.time()))
 
@@ -206,13 +207,14 @@ def up(settings: CorralSettings, say: Say = print) -> UpResult:
     started = False
     if settings.ray_address:
         say(f"connecting to the Ray cluster at {settings.ray_address}")
-        _connect(settings.ray_address)
+        ray_driver.connect(settings.ray_address)
     else:
         if not _ray_running():
             _stop_orphan_haproxy()
             _start_ray(settings, say)
             started = True
-        _connect("auto")
+            ray_driver.disconnect()  # a connection this process still had was to a head now gone
+        ray_driver.connect("auto")
     if not started and _control_running():
         say(f"Corral is already up at {settings.base_url} (nothing to do)")
         return UpResult(True, False, [], settings.base_url, dashboard)
@@ -309,7 +311,7 @@ def down(settings: CorralSettings, say: Say = print) -> None:
             return
         from ray import serve
 
-        _connect(settings.ray_address or "auto")
+        ray_driver.connect(settings.ray_address or "auto")
         say("removing Corral's Serve applications (Ray keeps running: Corral did not start it)")
         drain_logs(say)
         serve.shutdown()
@@ -320,19 +322,19 @@ def down(settings: CorralSettings, say: Say = print) -> None:
         # and bounding it in a thread let ray.shutdown() race that thread: Ray then aborted the whole
         # process before `ray stop` ran, leaving the cluster up.
         try:
-            _connect("auto")
+            ray_driver.connect("auto")
             say("stopping the pipelines (in-flight requests finish)")
             drain_logs(say)
         except Exception as exc:  # the cluster is going away anyway
             say(f"stopping the pipelines: {exc}")
-        import ray
-
-        ray.shutdown()
+        ray_driver.disconnect()
     say("stopping the local Ray head (Serve's own apps go with it)")
     subprocess.run([_ray_bin(), "stop", "--force"], capture_output=True, text=True, timeout=120)
     _stop_orphan_haproxy()
     (settings.home / OWNED_MARKER).unlink(missing_ok=True)
-    _wait_ports_free(settings)  # down means down: the next `corral up` can bind them at once
+    busy = _wait_ports_free(settings)  # down means down: the next `corral up` can bind them at once
+    if busy:
+        say(f"warning: port(s) still in use after `ray stop --force`: {_held(busy)}")
 
 
 def status(settings: CorralSettings) -> dict[str, Any]:
@@ -350,7 +352,7 @@ def status(settings: CorralSettings) -> dict[str, Any]:
         return info
     from ray import serve
 
-    _connect(settings.ray_address or "auto")
+    ray_driver.connect(settings.ray_address or "auto")
     info["ray"] = "running"
     apps = {}
     for name, app in serve.status().applications.items():

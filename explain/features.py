@@ -104,6 +104,24 @@ def _categorical(type_: pa.DataType) -> bool:
     return pa.types.is_string(type_) or pa.types.is_large_string(type_) or pa.types.is_boolean(type_)
 
 
+def logged_feature_columns(table: pa.Table, instances: list[dict[str, Any]] | None) -> tuple[pa.Table, list[str]]:
+    """The logged inputs without the columns only some requests sent, and their names.
+
+    A window of logs spans every request shape it saw: a client that also sent, say, an `id` leaves a
+    column that is null in every other row. Such a column (one with nulls) is not a feature when the
+    instances do not have it, or, without instances, when most rows lack it. A column every logged
+    row has stays, so an instance without it is still told what is missing.
+    """
+    wanted = {key for row in instances for key in row} if instances else None
+    dropped = [
+        name
+        for name in table.column_names
+        if (nulls := table.column(name).null_count)
+        and (name not in wanted if wanted is not None else 2 * nulls > table.num_rows)
+    ]
+    return (table.drop_columns(dropped) if dropped else table), dropped
+
+
 def drop_incomplete(table: pa.Table) -> tuple[pa.Table, int]:
     """Rows without nulls, and how many were dropped (logged inputs can have nulls; alibi cannot)."""
     if not any(table.column(n).null_count for n in table.column_names):

@@ -45,9 +45,11 @@ class _Verdict:
 class AuthCache:
     """Verdicts of `verify` per token hash: granted ones for `ttl_s`, denied ones for `denied_ttl_s`.
 
-    A request whose grant is past its TTL waits up to `stale_wait_s` for the re-check (shared by the
-    requests of that moment): an answering control app decides it, so a revocation lands on the
-    next request after `ttl_s`, busy or idle. When the control app does not answer in time the
+    A grant used in the second half of its TTL is re-checked in the background, so a busy token's
+    requests find it fresh and never wait. A request whose grant is past its TTL (the first after an
+    idle spell) waits up to `stale_wait_s` for the re-check (shared by the requests of that moment):
+    an answering control app decides it, so a revocation lands on the next request after `ttl_s`,
+    busy or idle. When the control app does not answer in time the
     request goes on under the grant, for at most `grace_s` since the control app last confirmed it,
     and the re-check goes on in the background: a control-app restart costs the data plane at most
     `stale_wait_s` per token and TTL. Unknown tokens, denied ones and grants older than `grace_s`
@@ -85,12 +87,10 @@ class AuthCache:
         ):
             verdict = await self._ask(token_hash)
         elif verdict.recheck_at < now:
-            recheck = self.rechecks.get(token_hash)
-            if recheck is None:
-                recheck = asyncio.get_running_loop().create_task(self._recheck(token_hash))
-                self.rechecks[token_hash] = recheck
-            await asyncio.wait({recheck}, timeout=self.stale_wait_s)  # on timeout it goes on, uncancelled
+            await asyncio.wait({self._recheck_task(token_hash)}, timeout=self.stale_wait_s)  # goes on, uncancelled
             verdict = self.verdicts.get(token_hash, verdict)
+        elif verdict.error is None and verdict.recheck_at - self.ttl_s / 2 < now:
+            self._recheck_task(token_hash)  # a busy token's grant is renewed before it is stale: nobody waits
         if verdict.error is not None:
             if self.limiter is not None:  # the client is looked up only for failures, off the usual path
                 raise self.limiter.failed(client_of(headers, None), verdict.error)
@@ -108,6 +108,13 @@ class AuthCache:
             self.verdicts.clear()
         self.verdicts[token_hash] = verdict
         return verdict
+
+    def _recheck_task(self, token_hash: str) -> asyncio.Task[None]:
+        recheck = self.rechecks.get(token_hash)
+        if recheck is None:
+            recheck = asyncio.get_running_loop().create_task(self._recheck(token_hash))
+            self.rechecks[token_hash] = recheck
+        return recheck
 
     async def _recheck(self, token_hash: str) -> None:
         try:

@@ -218,6 +218,28 @@ def test_reference_from_logged_inputs_and_explainer_calls_are_not_logged(
     assert len(why.logs(limit=100_000)) == before
 
 
+def test_logged_reference_leaves_out_a_column_only_some_clients_sent(
+    why: Any, http: httpx.Client, admin_headers: dict[str, str]
+) -> None:
+    tagged = [{**row, "ticket": f"t-{i}"} for i, row in enumerate(rows(20, seed=13))]
+    reply = http.post(
+        "/ws/default/v2/models/why/infer",
+        json=tagged,
+        headers={**admin_headers, "content-type": "application/json; format=pandas-records"},
+    )
+    assert reply.status_code == 200, reply.text
+    time.sleep(1.0)  # the log sink writes within ~0.5 s
+    local = explain(http, admin_headers, {"method": "kernel_shap", "instances": rows(1, seed=14)})
+    assert local["meta"]["reference"]["columns_dropped"] == ["ticket"]
+    assert local["data"]["feature_names"] == FEATURES
+    overall = explain(http, admin_headers, {"method": "pd", "params": {"features": ["f3"], "grid_resolution": 3}})
+    assert overall["meta"]["reference"]["columns_dropped"] == ["ticket"]  # 20 of 320+ rows have it
+    with_ticket = {"method": "kernel_shap", "instances": tagged[:1]}
+    reply = http.post(EXPLAIN, json=with_ticket, headers=admin_headers)
+    assert reply.status_code == 200, reply.text  # the instance has it: the reference keeps it (as a category)
+    assert "ticket" in reply.json()["data"]["feature_names"]
+
+
 def test_sdk_explain_chart_and_cache(why: Any, tmp_path: Path) -> None:
     instance = {"f0": 0.1, "f1": 0.2, "f2": 0.3, "f3": -0.7}
     fresh = reference(seed=12)["values"]  # a reference no other test used: the first call must fit

@@ -21,6 +21,8 @@ RECORDS = {"content-type": "application/json; format=pandas-records"}
 
 
 def test_pipeline_comes_back_deployed_after_restart(corral, fraud_pipeline, admin, http, admin_headers) -> None:
+    import ray
+
     from cluster import lifecycle
 
     admin.pipeline("fraud").set_traffic({"main": 3})  # live traffic, not the spec's: must survive too
@@ -34,6 +36,11 @@ def test_pipeline_comes_back_deployed_after_restart(corral, fraud_pipeline, admi
     # Replies returned just before `down` are still in routers' log buffers: down must flush them.
     sent = [_infer(http, admin_headers) for _ in range(100)]
     lifecycle.down(corral, say=print)
+    # A Ray call in this process after down (a Serve handle's metrics thread makes them) must not
+    # reconnect to the head being stopped, nor start a local cluster that then holds port 8265.
+    with pytest.raises(ray.exceptions.RaySystemError, match="not been started"):
+        ray.put(1)
+    assert not ray.is_initialized()
     result = lifecycle.up(corral, say=print)
     assert not result.already_running
     restored = {(r["workspace"], r["name"]): r["status"] for r in result.restored}

@@ -155,3 +155,29 @@ def test_a_slow_control_app_delays_a_stale_grant_by_at_most_the_stale_wait_and_s
             await cache.authorize(ok)
 
     asyncio.run(scenario())
+
+
+def test_a_busy_token_is_rechecked_before_its_grant_goes_stale_so_its_requests_never_wait() -> None:
+    calls = 0
+
+    async def verify(token_hash: str) -> None:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.1)  # every control-app answer takes 100 ms
+
+    cache = AuthCache(verify, ttl_s=0.4, stale_wait_s=0.3)
+    ok = {"authorization": "Bearer ok"}
+    token_hash = hashlib.sha256(b"ok").hexdigest()
+
+    async def scenario() -> int:
+        await cache.authorize(ok)  # unknown: waits for the answer
+        stale_seen = 0
+        until = time.monotonic() + 1.6
+        while time.monotonic() < until:
+            stale_seen += cache.verdicts[token_hash].recheck_at < time.monotonic()
+            await cache.authorize(ok)
+            await asyncio.sleep(0.01)
+        return stale_seen
+
+    assert asyncio.run(scenario()) == 0  # renewed in the background each time, before the TTL ran out
+    assert calls >= 1 + 4  # 1.6 s of traffic, a re-check at least every 0.4 s

@@ -17,7 +17,7 @@ import pytest
 
 from explain.engine import ExplainerCache, Fitted, explain
 from explain.explanation import METHODS, Explanation
-from explain.features import sample_rows
+from explain.features import logged_feature_columns, sample_rows
 from explain.predictor import Progress
 from explain.request import MIN_REFERENCE_ROWS, parse_request
 from pipelines.errors import BudgetExceeded, InvalidInput, NotReady
@@ -563,6 +563,25 @@ def test_categories_come_from_the_whole_reference_not_only_its_sample(reference:
     labels = [label_of(r) for r in rare.to_pylist()]
     body = {"method": "permutation", "labels": labels, "params": {"reference_size": 10, "n_repeats": 1}}
     assert run(body, rare).importances()[0][0] == "f3"  # every reference row is explained, "purple" too
+
+
+def test_logged_columns_only_some_requests_sent_are_left_out_of_the_reference() -> None:
+    logged = pa.table(
+        {
+            "f0": [1.0, 2.0, 3.0, 4.0],
+            "f1": [1.0, None, 3.0, 4.0],  # a feature with a gap: it stays, drop_incomplete handles the row
+            "ticket": [None, None, None, "t-9"],  # one client also sent a ticket
+        }
+    )
+    table, dropped = logged_feature_columns(logged, [{"f0": 0.0, "f1": 0.0}])
+    assert (table.column_names, dropped) == (["f0", "f1"], ["ticket"])
+    table, dropped = logged_feature_columns(logged, [{"f0": 0.0, "f1": 0.0, "ticket": "t-9"}])
+    assert (table.column_names, dropped) == (["f0", "f1", "ticket"], [])
+    table, dropped = logged_feature_columns(logged, [{"f1": 0.0}])  # f0 is in every row: still required
+    assert (table.column_names, dropped) == (["f0", "f1"], ["ticket"])
+    table, dropped = logged_feature_columns(logged, None)  # global: a column most rows lack is not a feature
+    assert (table.column_names, dropped) == (["f0", "f1"], ["ticket"])
+    assert logged_feature_columns(logged.slice(3), None) == (logged.slice(3), [])
 
 
 # -- the result is plain JSON ----------------------------------------------------------------------
