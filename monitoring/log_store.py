@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from pydantic import ValidationError
 
 from monitoring.log_head import HEAD, MERGE_PREFIX, PART_PREFIX, SUFFIX, PartitionHead
 from monitoring.log_schema import ERROR, INFERENCES, OUT, REQUEST_ID, ROW, SHADOW, SHADOWS, TIME, VARIANT
@@ -55,6 +56,7 @@ SHADOW_LAG = timedelta(seconds=60)
 # head before the merge may still be about to read them; it must list the folder within half this.
 GRACE_S = 120.0
 READ_ATTEMPTS = 3  # object stores: a query whose files were merged away under it reads again
+HEAD_READ_ATTEMPTS = 5  # a head read cut by a newer PUT (see LogStore._head)
 _FOOTER_THREADS = 8  # object stores: Parquet footers read at once (each is a round trip)
 
 T = TypeVar("T")
@@ -171,11 +173,20 @@ class LogStore:
         raise OSError(f"listing {folder} keeps taking longer than {self.grace_s / 2:g} s: try again")
 
     def _head(self, folder: str) -> PartitionHead:
-        try:
-            with self.fs.open_input_stream(f"{folder}/{HEAD}") as src:
-                return PartitionHead.model_validate_json(src.read())
-        except FileNotFoundError:
-            return PartitionHead()
+        # pyarrow reads an object by its size (a HEAD request), then ranged GETs: a head PUT between
+        # the two is read cut at the old size (seen against the S3 server in the tests). The newer
+        # head is whole on the next read.
+        for attempt in range(HEAD_READ_ATTEMPTS):
+            try:
+                with self.fs.open_input_stream(f"{folder}/{HEAD}") as src:
+                    return PartitionHead.model_validate_json(src.read())
+            except FileNotFoundError:
+                return PartitionHead()
+            except ValidationError:
+                if attempt == HEAD_READ_ATTEMPTS - 1:
+                    raise
+                log.info("the head of %s changed while it was read: reading it again", folder)
+        raise AssertionError("unreachable")
 
     def _put(self, path: str, data: bytes) -> None:
         with self.fs.open_output_stream(path) as out:

@@ -308,6 +308,31 @@ def test_of_two_compactors_merging_the_same_parts_one_commits(s3_uri: str) -> No
     assert ids == [f"r{i}" for i in range(4) for _ in range(2)]
 
 
+def test_a_head_read_while_a_longer_head_is_put_is_read_again_not_cut(s3_uri: str) -> None:  # noqa: F811
+    """pyarrow reads an object by its size, then ranged GETs: a PUT in between used to come back cut
+    at the old size (invalid JSON, seen in CI). Heads of growing size are PUT while another thread
+    reads them; every read is a whole head."""
+    store = LogStore(s3_uri, grace_s=2.0)
+    folder = store.folder(INFERENCES, "ws", "fraud", T0.date())
+    stop = threading.Event()
+
+    def put_growing_heads() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            replaced = {f"part-{n:020d}-x.parquet": float(n) for n in range(i % 40)}
+            store._put(f"{folder}/{HEAD}", PartitionHead(replaced=replaced).model_dump_json().encode())
+
+    putter = threading.Thread(target=put_growing_heads)
+    putter.start()
+    try:
+        reads = [store._head(folder) for _ in range(400)]
+    finally:
+        stop.set()
+        putter.join()
+    assert {len(head.replaced) for head in reads} > {0}  # the reads saw heads being replaced
+
+
 def test_queries_racing_writes_and_merges_never_see_a_row_twice_or_miss_one(s3_uri: str) -> None:  # noqa: F811
     """Real threads: a writer, a compactor (merging and deleting with a 2 s grace) and a reader.
     Every row written before a query started is in its answer, and no row twice."""
