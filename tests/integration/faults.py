@@ -165,3 +165,12 @@ def logged_rows(admin: Any, pipeline: str, since: datetime, expected: set[Any]) 
 
 def logged_ids(admin: Any, pipeline: str, since: datetime, expected: set[Any]) -> set[Any]:
     return set(logged_rows(admin, pipeline, since, expected).get("request_id", []))
+
+
+def flush_loss_bound(load: Load, killed_at: float) -> int:
+    """Log rows a killed router may lose: the replies of its last flush interval (0.1 s) plus the
+    batch in flight to the sink, ~8 clients x their requests in 0.2 s; a loaded machine gets 4x that.
+    The rate is the one just before the kill (an average over the whole run, outage included,
+    understated it 2-3x)."""
+    rate = len([c for c in load.replied() if killed_at - 2.0 <= c.ended < killed_at]) / 2.0
+    return max(16, int(rate * 0.8))

@@ -1,7 +1,8 @@
 """Several Ray nodes on this machine: a CPU worker and GPU workers join the session's head with
 `ray start --address`. A GPU step gets its own deployment on a GPU node, its router and inline steps
 stay on CPU nodes; the GPU node dies under load (its raylet and every process under it SIGKILLed)
-and the step comes back on another GPU node, with failures only in flight and nothing lost.
+and the step comes back on another GPU node, with failures only in flight and nothing lost; then
+the CPU worker dies, and a router with it: failures only in flight, at most its last log flush lost.
 
 The GPU workers carry the resource `accelerator_type:T4` (what Ray puts on a real T4 node), and the
 step asks for that accelerator type: so it can only land on them, whatever GPUs the head has.
@@ -24,7 +25,7 @@ from typing import Any
 import pytest
 
 from deployments.names import ROUTER_DEPLOYMENT, app_name, step_deployment_name
-from tests.integration.faults import Load, back_within, in_flight_only, logged_ids, summary
+from tests.integration.faults import Load, back_within, flush_loss_bound, in_flight_only, logged_ids, summary
 from tests.integration.helpers import scale_model, upload
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -148,7 +149,14 @@ def _wait_replicas_on(app: str, deployment: str, node_id: str, timeout_s: float 
         time.sleep(0.5)
 
 
-def test_gpu_step_on_a_gpu_node_survives_that_node_dying_under_load(
+def _wait_routers_off(app: str, dead_node: str, count: int, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(nodes := _replica_nodes(app, ROUTER_DEPLOYMENT)) != count or dead_node in nodes:
+        assert time.monotonic() < deadline, f"routers on {nodes}, {count} wanted off {dead_node}"
+        time.sleep(0.5)
+
+
+def test_gpu_step_on_a_gpu_node_survives_that_node_dying_under_load_and_routers_a_cpu_node_dying(
     corral: Any, admin: Any, admin_headers: dict[str, str], join: Callable[..., Node], tmp_path: Path
 ) -> None:
     import ray
@@ -197,6 +205,26 @@ def test_gpu_step_on_a_gpu_node_survives_that_node_dying_under_load(
         replied = {c.request_id for c in load.replied()}
         lost = replied - logged_ids(admin, "multinode", since, replied)
         assert not lost, f"{len(lost)} of {len(replied)} replied rows are missing from the logs"
+
+        # The CPU worker dies: the router on it goes (with at most its last log flush), HAProxy
+        # sends to the one on the head, and Serve starts a second one where CPUs are left.
+        assert cpu.node_id in _replica_nodes(app, ROUTER_DEPLOYMENT), "no router on the CPU worker"
+        since = datetime.now(UTC) - timedelta(minutes=1)
+        with Load(corral.base_url, url, b'[{"x": 2.0}]', {**admin_headers, **RECORDS}) as load:
+            load.wait_ok(100)
+            killed_at = kill_node(cpu)
+            back = back_within(load, killed_at, BACK_WITHIN_S)
+            _wait_routers_off(app, cpu.node_id, count=2)
+            load.wait_ok(100)
+        summary("cpu_worker_node_killed", load, killed_at)
+        print(f"FAULT cpu worker node killed: served again {back:.1f} s after the kill")
+        in_flight_only(load.calls, killed_at)
+        assert pipeline.status()["status"] == "running"
+        replied = {c.request_id for c in load.replied()}
+        lost = replied - logged_ids(admin, "multinode", since, replied)
+        bound = flush_loss_bound(load, killed_at)
+        print(f"FAULT cpu worker log rows: {len(lost)} of {len(replied)} replied lost (bound {bound})")
+        assert len(lost) <= bound, f"{len(lost)} of {len(replied)} replied rows lost (bound {bound})"
     finally:
         pipeline.undeploy()
 
