@@ -176,17 +176,18 @@ class LogStore:
         # pyarrow reads an object by its size (a HEAD request), then ranged GETs: a head PUT between
         # the two is read cut at the old size (seen against the S3 server in the tests). The newer
         # head is whole on the next read.
-        for attempt in range(HEAD_READ_ATTEMPTS):
-            try:
-                with self.fs.open_input_stream(f"{folder}/{HEAD}") as src:
-                    return PartitionHead.model_validate_json(src.read())
-            except FileNotFoundError:
-                return PartitionHead()
-            except ValidationError:
-                if attempt == HEAD_READ_ATTEMPTS - 1:
-                    raise
-                log.info("the head of %s changed while it was read: reading it again", folder)
-        raise AssertionError("unreachable")
+        for _ in range(HEAD_READ_ATTEMPTS - 1):
+            with contextlib.suppress(ValidationError):
+                return self._read_head(folder)
+            log.info("the head of %s changed while it was read: reading it again", folder)
+        return self._read_head(folder)
+
+    def _read_head(self, folder: str) -> PartitionHead:
+        try:
+            with self.fs.open_input_stream(f"{folder}/{HEAD}") as src:
+                return PartitionHead.model_validate_json(src.read())
+        except FileNotFoundError:
+            return PartitionHead()
 
     def _put(self, path: str, data: bytes) -> None:
         with self.fs.open_output_stream(path) as out:

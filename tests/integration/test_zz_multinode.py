@@ -142,17 +142,11 @@ def _replica_nodes(app: str, deployment: str) -> list[str]:
     return sorted(str(a.node_id) for a in actors)
 
 
-def _wait_replicas_on(app: str, deployment: str, node_id: str, timeout_s: float = 120) -> None:
+def _wait_replicas(app: str, deployment: str, placed: Callable[[list[str]], bool], timeout_s: float = 120) -> None:
+    """Until the nodes of `deployment`'s live replicas (sorted node ids) are as `placed` wants."""
     deadline = time.monotonic() + timeout_s
-    while _replica_nodes(app, deployment) != [node_id]:
-        assert time.monotonic() < deadline, f"{deployment} is on {_replica_nodes(app, deployment)}, not {node_id}"
-        time.sleep(0.5)
-
-
-def _wait_routers_off(app: str, dead_node: str, count: int, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while len(nodes := _replica_nodes(app, ROUTER_DEPLOYMENT)) != count or dead_node in nodes:
-        assert time.monotonic() < deadline, f"routers on {nodes}, {count} wanted off {dead_node}"
+    while not placed(nodes := _replica_nodes(app, deployment)):
+        assert time.monotonic() < deadline, f"{deployment} is still on {nodes}"
         time.sleep(0.5)
 
 
@@ -192,7 +186,7 @@ def test_gpu_step_on_a_gpu_node_survives_that_node_dying_under_load_and_routers_
         with Load(corral.base_url, url, b'[{"x": 2.0}]', {**admin_headers, **RECORDS}) as load:
             load.wait_ok(100)
             killed_at = kill_node(gpu_a)
-            _wait_replicas_on(app, gpu_step, gpu_b.node_id)
+            _wait_replicas(app, gpu_step, lambda nodes: nodes == [gpu_b.node_id])
             back = back_within(load, killed_at, BACK_WITHIN_S)
             load.wait_ok(100)
         summary("gpu_worker_node_killed", load, killed_at)
@@ -214,7 +208,7 @@ def test_gpu_step_on_a_gpu_node_survives_that_node_dying_under_load_and_routers_
             load.wait_ok(100)
             killed_at = kill_node(cpu)
             back = back_within(load, killed_at, BACK_WITHIN_S)
-            _wait_routers_off(app, cpu.node_id, count=2)
+            _wait_replicas(app, ROUTER_DEPLOYMENT, lambda nodes: len(nodes) == 2 and cpu.node_id not in nodes)
             load.wait_ok(100)
         summary("cpu_worker_node_killed", load, killed_at)
         print(f"FAULT cpu worker node killed: served again {back:.1f} s after the kill")
