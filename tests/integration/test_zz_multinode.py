@@ -150,6 +150,19 @@ def _wait_replicas(app: str, deployment: str, placed: Callable[[list[str]], bool
         time.sleep(0.5)
 
 
+def _wait_running(pipeline: Any, timeout_s: float = 60) -> dict[str, Any]:
+    """Until the pipeline reports `running` again; returns that status.
+
+    A replica whose node died leaves its deployment UNHEALTHY in Serve until the replacement has
+    passed its first health check, which comes a little after its actor is alive.
+    """
+    deadline = time.monotonic() + timeout_s
+    while (status := pipeline.status())["status"] != "running":
+        assert time.monotonic() < deadline, f"the pipeline is still {status['status']} after {timeout_s:.0f} s"
+        time.sleep(0.5)
+    return status
+
+
 def test_gpu_step_on_a_gpu_node_survives_that_node_dying_under_load_and_routers_a_cpu_node_dying(
     corral: Any, admin: Any, admin_headers: dict[str, str], join: Callable[..., Node], tmp_path: Path
 ) -> None:
@@ -194,7 +207,7 @@ def test_gpu_step_on_a_gpu_node_survives_that_node_dying_under_load_and_routers_
         in_flight_only(load.calls, killed_at)
         assert float(_post(corral, admin_headers).json()[0]["y"]) == 6.0
 
-        status = pipeline.status()  # the registry kept it all
+        status = _wait_running(pipeline)  # the registry kept it all
         assert (status["status"], status["version"]) == ("running", version), status
         replied = {c.request_id for c in load.replied()}
         lost = replied - logged_ids(admin, "multinode", since, replied)
@@ -213,7 +226,7 @@ def test_gpu_step_on_a_gpu_node_survives_that_node_dying_under_load_and_routers_
         summary("cpu_worker_node_killed", load, killed_at)
         print(f"FAULT cpu worker node killed: served again {back:.1f} s after the kill")
         in_flight_only(load.calls, killed_at)
-        assert pipeline.status()["status"] == "running"
+        _wait_running(pipeline)
         replied = {c.request_id for c in load.replied()}
         lost = replied - logged_ids(admin, "multinode", since, replied)
         bound = flush_loss_bound(load, killed_at)
