@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import time
 from typing import Any
@@ -83,9 +84,15 @@ class Deployer:
             request_timeout_s=self.settings.request_timeout_s,
             log_ledger_dir=str(self.settings.home / "log-ledgers"),
         )
-        await asyncio.to_thread(
-            serve.run, application, name=app, route_prefix=route_prefix(workspace, name), blocking=False
-        )
+        try:  # returns once the app is RUNNING (`blocking` is only about waiting for Ctrl-C after that)
+            await asyncio.to_thread(
+                serve.run, application, name=app, route_prefix=route_prefix(workspace, name), blocking=False
+            )
+        except RuntimeError:  # "Deploying application ... failed": the why is in its deployments' status
+            status = await asyncio.to_thread(app_status, app)
+            if status is None or status["status"] != "DEPLOY_FAILED":
+                raise
+            raise InvalidInput(start_failure(status)) from None
         log.info("serve.run(%s) submitted; waiting for config %s", app, user_config["config_id"])
         await self._wait_live(workspace, name, user_config["config_id"])
         log.info("%s serves config %s", app, user_config["config_id"])
@@ -96,17 +103,21 @@ class Deployer:
         Serve's `last_deployed_time_s` does not move for an in-place (user_config) update, and its
         status can still read RUNNING just after serve.run; the config id the router echoes is the
         proof that this update reached it, and HEALTHY deployments that the steps caught up too.
+
+        Only DEPLOY_FAILED fails the change: Serve says UNHEALTHY when a running replica died (no
+        Corral replica fails a health check otherwise) and clears it once the replacement runs, so
+        a swap or traffic change made just after a crash waits for the replacement.
         """
         app = app_name(workspace, name)
         url = f"{self.local_url}{route_prefix(workspace, name)}/ready"
         deadline = time.monotonic() + self.settings.deploy_timeout_s
         routed = False
+        status: dict[str, Any] | None = None
         async with httpx.AsyncClient(timeout=5) as client:
             while time.monotonic() < deadline:
                 status = await asyncio.to_thread(app_status, app)
-                if status is not None and status["status"] in ("DEPLOY_FAILED", "UNHEALTHY"):
-                    detail = "; ".join(f"{k}: {v}" for k, v in status["deployments"].items())
-                    raise InvalidInput(f"pipeline failed to start: {status['message']} {detail}"[:3000])
+                if status is not None and status["status"] == "DEPLOY_FAILED":
+                    raise InvalidInput(start_failure(status))
                 if not routed:
                     routed = await _answers(client, url, self.probe, config_id)
                 elif status is not None and status["status"] == "RUNNING" and all(
@@ -115,7 +126,8 @@ class Deployer:
                     return
                 await asyncio.sleep(POLL_S)
         what = "does not answer on its route" if not routed else "did not become healthy"
-        raise NotReady(f"pipeline {app} {what} within {self.settings.deploy_timeout_s:.0f} s", 10)
+        last = f" (Serve: {status['status']}: {status['message']})" if status is not None and status["message"] else ""
+        raise NotReady(f"pipeline {app} {what} within {self.settings.deploy_timeout_s:.0f} s{last}"[:3000], 10)
 
     async def _recover(self, workspace: str, name: str, previous: Any) -> None:
         """After a failed deploy: put the version that was running back, or remove the broken app."""
@@ -156,6 +168,20 @@ class Deployer:
         if status is None:
             return "not running"
         return {"RUNNING": "running", "DEPLOYING": "deploying"}.get(status["status"], status["status"].lower())
+
+
+# The last line of a replica's traceback when its constructor raised one of Corral's own errors.
+_DOMAIN_ERROR_LINE = re.compile(r"^\s*pipelines\.errors\.\w+: (.+)$", re.MULTILINE)
+
+
+def start_failure(status: dict[str, Any]) -> str:
+    """What to tell the user about a DEPLOY_FAILED app: the step's own error when a replica's
+    constructor raised one (see pipelines.loading), else Serve's messages."""
+    detail = "; ".join(f"{k}: {v}" for k, v in status["deployments"].items())
+    found = _DOMAIN_ERROR_LINE.findall(f"{status['message']}\n{detail}")
+    if found:
+        return str(found[-1])
+    return f"pipeline failed to start: {status['message']} {detail}"[:3000]
 
 
 def app_status(app: str) -> dict[str, Any] | None:

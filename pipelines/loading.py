@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pipelines.errors import InvalidInput
+from pipelines.errors import CorralError, InvalidInput
 from pipelines.onnx_step import OnnxModelStep
 from pipelines.spec import StepSpec
 from pipelines.step import Step, build_step
@@ -39,4 +39,12 @@ def load_step(
         step.warm_up()
         return step
     assert spec.python is not None
-    return build_step(spec.python, spec.config)
+    try:
+        return build_step(spec.python, spec.config)
+    except CorralError:
+        raise
+    except Exception as exc:  # the user's constructor: one clear line, not a replica traceback
+        raise InvalidInput(
+            f"step {spec.name!r} could not load: {type(exc).__name__}: {exc}. Fix the step's __init__ "
+            "(its code or its config) and deploy again"
+        ) from exc
