@@ -7,7 +7,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any, cast
 
 import orjson
 import pyarrow as pa
@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cluster.auth import Principal, Role
 from cluster.openapi_errors import with_error_replies
-from cluster.service import PENDING_RETRY_AFTER_S, ControlService, current_service
+from cluster.service import PENDING_RETRY_AFTER_S, ControlService
 from explain.explanation import Explanation
 from monitoring.log_store import rows_as_json
 from monitoring.time_range import time_range
@@ -105,11 +105,15 @@ class DeployIn(BaseModel):
     version: int | None = None
 
 
-def service() -> ControlService:
-    return current_service()
+def service(request: Request) -> ControlService:
+    """The ControlService this app was built around (build_api)."""
+    return cast(ControlService, request.app.state.service)
 
 
-def principal(request: Request, svc: ControlService = Depends(service)) -> Principal:
+Service = Annotated[ControlService, Depends(service)]
+
+
+def principal(request: Request, svc: Service) -> Principal:
     header = request.headers.get("authorization", "")
     token = header[7:].strip() if header[:7].lower() == "bearer " else None
     try:
@@ -120,6 +124,8 @@ def principal(request: Request, svc: ControlService = Depends(service)) -> Princ
     request.state.principal = who  # for the audit row of this request
     return who
 
+
+Who = Annotated[Principal, Depends(principal)]
 
 # Requests that change the control plane, each recorded in the audit log; explain and assay
 # previews compute without changing anything.
@@ -148,11 +154,7 @@ class Upload:
 
 
 async def editor_upload(
-    w: str,
-    name: str = Form(...),
-    file: UploadFile = File(...),
-    who: Principal = Depends(principal),
-    svc: ControlService = Depends(service),
+    w: str, name: Annotated[str, Form()], file: Annotated[UploadFile, File()], who: Who, svc: Service
 ) -> Upload:
     who.require(w, Role.editor)
     limit = svc.settings.max_payload_bytes
@@ -162,6 +164,9 @@ async def editor_upload(
     if not data:
         raise BadPayload("the uploaded file is empty")
     return Upload(name, file.filename or "", data)
+
+
+EditorUpload = Annotated[Upload, Depends(editor_upload)]
 
 
 async def limited_body(request: Request, limit: int, setting: str = "CORRAL_MAX_PAYLOAD_BYTES") -> bytes:
@@ -182,9 +187,9 @@ async def limited_body(request: Request, limit: int, setting: str = "CORRAL_MAX_
     return b"".join(chunks)
 
 
-async def control_body(request: Request) -> bytes:
+async def control_body(request: Request, svc: ControlService) -> bytes:
     """The body of a JSON control endpoint (specs, traffic, explain requests), capped by CORRAL_MAX_JSON_BYTES."""
-    return await limited_body(request, service().settings.max_json_bytes, "CORRAL_MAX_JSON_BYTES")
+    return await limited_body(request, svc.settings.max_json_bytes, "CORRAL_MAX_JSON_BYTES")
 
 
 # The body is raw bytes read from the request, so FastAPI cannot document it on its own.
@@ -201,9 +206,9 @@ DATASET_BODY: dict[str, Any] = {
 TRAFFIC_SHAPE = '{"weights": {"variant": number}, "key": "column" or null, "shadows": ["variant"]}'
 
 
-async def json_body(request: Request, shape: str) -> Any:
+async def json_body(request: Request, svc: ControlService, shape: str) -> Any:
     """The request's JSON body; a 400 that shows the expected shape when it is empty or not JSON."""
-    return decode_json(await control_body(request), f"JSON like {shape}")
+    return decode_json(await control_body(request, svc), f"JSON like {shape}")
 
 
 def decode_json(body: bytes, expected: str) -> Any:
@@ -229,7 +234,9 @@ def parse_spec_body(body: bytes, content_type: str, what: str = "a pipeline spec
     raise UnsupportedMediaType(f"send the spec as application/json or application/yaml, not {media!r}")
 
 
-def build_api() -> FastAPI:
+def build_api(svc: ControlService) -> FastAPI:
+    """The control app around `svc`: every endpoint reaches the service through `app.state`, so a
+    test can build one on any ControlService and drive it with FastAPI's TestClient."""
     app = FastAPI(
         title="Corral",
         version="0.1.0",
@@ -238,6 +245,7 @@ def build_api() -> FastAPI:
         docs_url=f"{API}/docs",
         redoc_url=None,
     )
+    app.state.service = svc
 
     @app.middleware("http")
     async def _audit(request: Request, call_next: Any) -> Response:
@@ -252,7 +260,7 @@ def build_api() -> FastAPI:
         finally:
             who = getattr(request.state, "principal", None)
             try:
-                record = service().registry.record_audit
+                record = svc.registry.record_audit
                 await asyncio.to_thread(record, who, where[0], request.method, where[1], status)
             except Exception:  # an audit row that cannot be written must not change the reply
                 log.exception("could not write the audit row of %s %s", request.method, request.url.path)
@@ -279,35 +287,25 @@ def build_api() -> FastAPI:
 
     # --- workspaces and tokens --------------------------------------------------------------
     @app.post(f"{API}/workspaces", status_code=201)
-    def create_workspace(
-        body: WorkspaceIn, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> dict[str, str]:
+    def create_workspace(body: WorkspaceIn, who: Who) -> dict[str, str]:
         return {"name": svc.registry.create_workspace(who, body.name)}
 
     @app.get(f"{API}/workspaces")
-    def list_workspaces(
-        who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> list[dict[str, str]]:
+    def list_workspaces(who: Who) -> list[dict[str, str]]:
         return [{"name": n} for n in svc.registry.list_workspaces(who)]
 
     @app.post(f"{API}/workspaces/{{w}}/tokens", status_code=201)
-    def create_token(
-        w: str, body: TokenIn, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> dict[str, Any]:
+    def create_token(w: str, body: TokenIn, who: Who) -> dict[str, Any]:
         """A new token `{id, token, role, expires_at}` (owner); the secret is shown only here."""
         return svc.registry.create_token(who, w, body.role, body.expires_in)
 
     @app.get(f"{API}/workspaces/{{w}}/tokens")
-    def list_tokens(
-        w: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> list[dict[str, Any]]:
+    def list_tokens(w: str, who: Who) -> list[dict[str, Any]]:
         """The workspace's live tokens: id, role, created_at, expires_at; never the secrets (owner)."""
         return svc.registry.list_tokens(who, w)
 
     @app.delete(f"{API}/workspaces/{{w}}/tokens/{{token_id}}", status_code=204)
-    def revoke_token(
-        w: str, token_id: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> Response:
+    def revoke_token(w: str, token_id: str, who: Who) -> Response:
         """Revoke a token: it answers 401 everywhere within 1 s (owner)."""
         svc.registry.revoke_token(who, w, token_id)
         return Response(status_code=204)
@@ -315,11 +313,10 @@ def build_api() -> FastAPI:
     @app.get(f"{API}/workspaces/{{w}}/audit")
     def audit(
         w: str,
+        who: Who,
         start: str | None = None,
         end: str | None = None,
         limit: int = Query(default=1000, ge=1, le=100_000),
-        who: Principal = Depends(principal),
-        svc: ControlService = Depends(service),
     ) -> list[dict[str, Any]]:
         """Control-plane changes in the workspace: time, token_id, role, action, target, status (owner)."""
         since, until = time_range(start, end, default_span=timedelta(days=7))
@@ -327,44 +324,24 @@ def build_api() -> FastAPI:
 
     # --- models and code ----------------------------------------------------------------------
     @app.post(f"{API}/workspaces/{{w}}/models", status_code=201)
-    async def upload_model(
-        w: str,
-        upload: Upload = Depends(editor_upload),
-        who: Principal = Depends(principal),
-        svc: ControlService = Depends(service),
-    ) -> dict[str, Any]:
+    async def upload_model(w: str, upload: EditorUpload, who: Who) -> dict[str, Any]:
         return await asyncio.to_thread(svc.registry.upload_model, who, w, upload.name, upload.data)
 
     @app.get(f"{API}/workspaces/{{w}}/models")
-    def list_models(
-        w: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> list[dict[str, Any]]:
+    def list_models(w: str, who: Who) -> list[dict[str, Any]]:
         return svc.registry.list_models(who, w)
 
     @app.get(f"{API}/workspaces/{{w}}/models/{{name}}")
-    def model_versions(
-        w: str, name: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> list[dict[str, Any]]:
+    def model_versions(w: str, name: str, who: Who) -> list[dict[str, Any]]:
         return svc.registry.model_versions(who, w, name)
 
     @app.post(f"{API}/workspaces/{{w}}/code", status_code=201)
-    async def upload_code(
-        w: str,
-        upload: Upload = Depends(editor_upload),
-        who: Principal = Depends(principal),
-        svc: ControlService = Depends(service),
-    ) -> dict[str, Any]:
+    async def upload_code(w: str, upload: EditorUpload, who: Who) -> dict[str, Any]:
         return await asyncio.to_thread(svc.registry.upload_code, who, w, upload.name, upload.filename, upload.data)
 
     # --- reference datasets -------------------------------------------------------------------
     @app.put(f"{API}/workspaces/{{w}}/datasets/{{name}}", status_code=201, openapi_extra=DATASET_BODY)
-    async def upload_dataset(
-        w: str,
-        name: str,
-        request: Request,
-        who: Principal = Depends(principal),
-        svc: ControlService = Depends(service),
-    ) -> Response:
+    async def upload_dataset(w: str, name: str, request: Request, who: Who) -> Response:
         """Upload a table (Parquet, Arrow IPC, CSV or JSON records, by Content-Type) as a new version of
         dataset NAME: 201, or 200 with the latest version when the values are identical to it."""
         who.require(w, Role.editor)
@@ -374,63 +351,41 @@ def build_api() -> FastAPI:
         return JSONResponse(info, status_code=201 if created else 200)
 
     @app.get(f"{API}/workspaces/{{w}}/datasets")
-    def list_datasets(
-        w: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> list[dict[str, Any]]:
+    def list_datasets(w: str, who: Who) -> list[dict[str, Any]]:
         return svc.registry.list_datasets(who, w)
 
     @app.get(f"{API}/workspaces/{{w}}/datasets/{{name}}")
-    def dataset_versions(
-        w: str, name: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> list[dict[str, Any]]:
+    def dataset_versions(w: str, name: str, who: Who) -> list[dict[str, Any]]:
         return svc.registry.dataset_versions(who, w, name)
 
     # --- pipelines ----------------------------------------------------------------------------
     @app.put(f"{API}/workspaces/{{w}}/pipelines/{{p}}", status_code=201)
-    async def put_pipeline(
-        w: str,
-        p: str,
-        request: Request,
-        who: Principal = Depends(principal),
-        svc: ControlService = Depends(service),
-    ) -> Response:
+    async def put_pipeline(w: str, p: str, request: Request, who: Who) -> Response:
         who.require(w, Role.editor)
-        body = await control_body(request)
+        body = await control_body(request, svc)
         data = parse_spec_body(body, request.headers.get("content-type", ""))
         version, created = await asyncio.to_thread(svc.registry.put_pipeline, who, w, p, data)
         return JSONResponse({"name": p, "version": version}, status_code=201 if created else 200)
 
     @app.get(f"{API}/workspaces/{{w}}/pipelines")
-    def list_pipelines(
-        w: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> list[dict[str, Any]]:
+    def list_pipelines(w: str, who: Who) -> list[dict[str, Any]]:
         rows = svc.registry.list_pipelines(who, w)
         for row in rows:
             row["status"] = svc.deployer.status(w, row["name"], row["deployed"])
         return rows
 
     @app.get(f"{API}/workspaces/{{w}}/pipelines/{{p}}")
-    def get_pipeline(
-        w: str, p: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> dict[str, Any]:
+    def get_pipeline(w: str, p: str, who: Who) -> dict[str, Any]:
         return svc.describe_pipeline(who, w, p)
 
     @app.get(f"{API}/workspaces/{{w}}/pipelines/{{p}}/versions")
-    def pipeline_versions(
-        w: str, p: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> list[dict[str, Any]]:
+    def pipeline_versions(w: str, p: str, who: Who) -> list[dict[str, Any]]:
         return svc.registry.pipeline_versions(who, w, p)
 
     @app.post(f"{API}/workspaces/{{w}}/pipelines/{{p}}/deploy")
-    async def deploy(
-        w: str,
-        p: str,
-        request: Request,
-        who: Principal = Depends(principal),
-        svc: ControlService = Depends(service),
-    ) -> dict[str, Any]:
+    async def deploy(w: str, p: str, request: Request, who: Who) -> dict[str, Any]:
         who.require(w, Role.editor)
-        body = await control_body(request)
+        body = await control_body(request, svc)
         try:
             params = DeployIn.model_validate_json(body) if body.strip() else DeployIn()
         except ValueError as exc:
@@ -438,9 +393,7 @@ def build_api() -> FastAPI:
         return await svc.deploy(who, w, p, params.version)
 
     @app.post(f"{API}/workspaces/{{w}}/pipelines/{{p}}/undeploy")
-    async def undeploy(
-        w: str, p: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> dict[str, Any]:
+    async def undeploy(w: str, p: str, who: Who) -> dict[str, Any]:
         who.require(w, Role.editor)
         await asyncio.to_thread(svc.registry.get_pipeline_version, who, w, p)
         await svc.deployer.undeploy(w, p)
@@ -448,47 +401,28 @@ def build_api() -> FastAPI:
         return {"name": p, "status": "undeployed"}
 
     @app.put(f"{API}/workspaces/{{w}}/pipelines/{{p}}/traffic")
-    async def set_traffic(
-        w: str, p: str, request: Request, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> dict[str, Any]:
+    async def set_traffic(w: str, p: str, request: Request, who: Who) -> dict[str, Any]:
         """Live traffic: weights per variant, an optional split key column, shadows. No restart."""
         who.require(w, Role.editor)
-        return await svc.set_traffic(who, w, p, await json_body(request, TRAFFIC_SHAPE))
+        return await svc.set_traffic(who, w, p, await json_body(request, svc, TRAFFIC_SHAPE))
 
     @app.get(f"{API}/workspaces/{{w}}/pipelines/{{p}}/traffic")
-    def get_traffic(
-        w: str, p: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> dict[str, Any]:
+    def get_traffic(w: str, p: str, who: Who) -> dict[str, Any]:
         described = svc.describe_pipeline(who, w, p)
         return {"version": described["version"], "status": described["status"], **(described["traffic"] or {})}
 
     @app.put(f"{API}/workspaces/{{w}}/pipelines/{{p}}/variants/{{v}}/steps/{{s}}/model")
-    async def swap_model(
-        w: str,
-        p: str,
-        v: str,
-        s: str,
-        request: Request,
-        who: Principal = Depends(principal),
-        svc: ControlService = Depends(service),
-    ) -> dict[str, Any]:
+    async def swap_model(w: str, p: str, v: str, s: str, request: Request, who: Who) -> dict[str, Any]:
         """Hot-swap one step's model in place; returns once the replicas serve the new one."""
         who.require(w, Role.editor)
-        body = await json_body(request, '{"model": "name:version"}')
+        body = await json_body(request, svc, '{"model": "name:version"}')
         if not isinstance(body, dict) or set(body) != {"model"} or not isinstance(body["model"], str):
             raise InvalidInput('send {"model": "name:version"}, naming a model uploaded to this workspace')
         return await svc.swap_model(who, w, p, v, s, body["model"])
 
     @app.get(f"{API}/workspaces/{{w}}/pipelines/{{p}}/logs")
     async def logs(
-        w: str,
-        p: str,
-        request: Request,
-        start: str | None = None,
-        end: str | None = None,
-        limit: int = 1000,
-        who: Principal = Depends(principal),
-        svc: ControlService = Depends(service),
+        w: str, p: str, request: Request, who: Who, start: str | None = None, end: str | None = None, limit: int = 1000
     ) -> Response:
         """Inference log rows in [start, end) (ISO 8601; default the last day): the newest `limit`,
         oldest first. JSON `{"rows": [...]}`, or an Arrow file with `Accept: application/vnd.apache.arrow.file`."""
@@ -499,12 +433,10 @@ def build_api() -> FastAPI:
 
     # --- explanations ---------------------------------------------------------------------------
     @app.post(f"{API}/workspaces/{{w}}/pipelines/{{p}}/explain")
-    async def explain(
-        w: str, p: str, request: Request, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> Response:
+    async def explain(w: str, p: str, request: Request, who: Who) -> Response:
         """Explain a deployed pipeline (black box, pre-processing included). JSON `{"meta", "data"}`,
         or its chart as a PNG with `Accept: image/png`."""
-        body = await json_body(request, EXPLAIN_SHAPE)
+        body = await json_body(request, svc, EXPLAIN_SHAPE)
         result = await svc.explanations.explain(who, w, p, body)
         if "image/png" in request.headers.get("accept", ""):
             png = await asyncio.to_thread(Explanation.model_validate(result).chart)
@@ -512,81 +444,59 @@ def build_api() -> FastAPI:
         return _json_response(result)
 
     @app.get(f"{API}/workspaces/{{w}}/pipelines/{{p}}/explain/progress")
-    async def explain_progress(
-        w: str, p: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> list[dict[str, Any]]:
+    async def explain_progress(w: str, p: str, who: Who) -> list[dict[str, Any]]:
         """The pipeline's running explanations: stage, elapsed seconds, predict calls and rows so far."""
         return await svc.explanations.progress(who, w, p)
 
     # --- batch inference ------------------------------------------------------------------------
     @app.post(f"{API}/workspaces/{{w}}/pipelines/{{p}}/batch", status_code=202)
-    async def start_batch(
-        w: str, p: str, request: Request, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> dict[str, Any]:
+    async def start_batch(w: str, p: str, request: Request, who: Who) -> dict[str, Any]:
         """Run a pipeline version's steps over files on Ray Data (Parquet, CSV, JSON lines; local paths the
         cluster reads, or s3:// URIs), writing Parquet under `output`. 202 with the run's id: poll
         `GET /workspaces/{w}/batch/{id}`. Default version: the deployed one; default variant: the primary."""
-        body = await json_body(request, BATCH_SHAPE)
+        body = await json_body(request, svc, BATCH_SHAPE)
         return await asyncio.to_thread(svc.start_batch, who, w, p, body)
 
     @app.get(f"{API}/workspaces/{{w}}/batch/{{job_id}}")
-    async def batch_progress(
-        w: str, job_id: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> dict[str, Any]:
+    async def batch_progress(w: str, job_id: str, who: Who) -> dict[str, Any]:
         """A batch run: state (running | succeeded | failed), rows done, rows_total (when the inputs tell),
         files, seconds, rows_per_s, error."""
         return await svc.batch_progress(who, w, job_id)
 
     # --- assays ---------------------------------------------------------------------------------
     @app.put(f"{API}/workspaces/{{w}}/assays/{{a}}", status_code=201)
-    async def put_assay(
-        w: str, a: str, request: Request, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> Response:
+    async def put_assay(w: str, a: str, request: Request, who: Who) -> Response:
         """Create or change a drift assay (JSON or YAML). A changed spec starts its results over."""
         who.require(w, Role.editor)
-        data = parse_spec_body(await control_body(request), request.headers.get("content-type", ""), "an assay spec")
+        body = await control_body(request, svc)
+        data = parse_spec_body(body, request.headers.get("content-type", ""), "an assay spec")
         described, created = await asyncio.to_thread(svc.assays.put, who, w, a, data)
         return JSONResponse(described, status_code=201 if created else 200)
 
     @app.get(f"{API}/workspaces/{{w}}/assays")
-    def list_assays(
-        w: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> list[dict[str, Any]]:
+    def list_assays(w: str, who: Who) -> list[dict[str, Any]]:
         return svc.assays.list_all(who, w)
 
     @app.get(f"{API}/workspaces/{{w}}/assays/{{a}}")
-    def get_assay(
-        w: str, a: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> dict[str, Any]:
+    def get_assay(w: str, a: str, who: Who) -> dict[str, Any]:
         return svc.assays.get(who, w, a)
 
     @app.delete(f"{API}/workspaces/{{w}}/assays/{{a}}")
-    def delete_assay(
-        w: str, a: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> dict[str, Any]:
+    def delete_assay(w: str, a: str, who: Who) -> dict[str, Any]:
         svc.assays.delete(who, w, a)
         return {"name": a, "deleted": True}
 
     @app.get(f"{API}/workspaces/{{w}}/assays/{{a}}/results")
-    async def assay_results(
-        w: str,
-        a: str,
-        start: str | None = None,
-        end: str | None = None,
-        who: Principal = Depends(principal),
-        svc: ControlService = Depends(service),
-    ) -> Response:
+    async def assay_results(w: str, a: str, who: Who, start: str | None = None, end: str | None = None) -> Response:
         """Stored windows starting in [start, end) (default: the last 30 days), oldest first."""
         since, until = time_range(start, end, default_span=ASSAY_SPAN)
         results = await asyncio.to_thread(svc.assays.results, who, w, a, since, until)
         return _json_response([r.to_dict() for r in results])
 
     @app.post(f"{API}/workspaces/{{w}}/assays/{{a}}/preview")
-    async def assay_preview(
-        w: str, a: str, request: Request, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> Response:
+    async def assay_preview(w: str, a: str, request: Request, who: Who) -> Response:
         """The assay's windows over logged history in [start, end), computed now; nothing is stored."""
-        body = await control_body(request)
+        body = await control_body(request, svc)
         window = decode_json(body, '{"start": ISO time, "end": ISO time}') if body.strip() else {}
         if not isinstance(window, dict) or set(window) - {"start", "end"}:
             raise InvalidInput('send {"start": ISO 8601 time, "end": ISO 8601 time} (both optional)')
@@ -596,13 +506,7 @@ def build_api() -> FastAPI:
 
     @app.get(f"{API}/workspaces/{{w}}/assays/{{a}}/chart", response_class=Response)
     async def assay_chart(
-        w: str,
-        a: str,
-        start: str | None = None,
-        end: str | None = None,
-        preview: bool = False,
-        who: Principal = Depends(principal),
-        svc: ControlService = Depends(service),
+        w: str, a: str, who: Who, start: str | None = None, end: str | None = None, preview: bool = False
     ) -> Response:
         """PNG: baseline vs latest window histogram, and scores over time (stored, or `preview=true`)."""
         since, until = time_range(start, end, default_span=ASSAY_SPAN if not preview else timedelta(days=1))
@@ -613,22 +517,18 @@ def build_api() -> FastAPI:
 
     # --- workspace-level Open Inference Protocol ------------------------------------------------
     @app.get("/ws/{w}/v2")
-    def server_metadata(
-        w: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> dict[str, Any]:
+    def server_metadata(w: str, who: Who) -> dict[str, Any]:
         svc.registry.check_workspace(who, w, Role.viewer)
         return {"name": f"corral/{w}", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
 
     @app.get("/ws/{w}/v2/health/live")
     @app.get("/ws/{w}/v2/health/ready")
-    def health(w: str, who: Principal = Depends(principal), svc: ControlService = Depends(service)) -> dict[str, bool]:
+    def health(w: str, who: Who, svc: Service) -> dict[str, bool]:
         svc.registry.check_workspace(who, w, Role.viewer)
         return {"live": True, "ready": True}
 
     @app.api_route("/ws/{w}/v2/models/{rest:path}", methods=["GET", "POST", "PUT", "DELETE"], include_in_schema=False)
-    async def model_fallback(
-        w: str, rest: str, request: Request, who: Principal = Depends(principal), svc: ControlService = Depends(service)
-    ) -> Response:
+    async def model_fallback(w: str, rest: str, request: Request, who: Who) -> Response:
         # Reached when no pipeline app owns the path: unknown, not deployed, or the HTTP proxy has not
         # caught up with a route that just changed (then the request is forwarded to the router).
         await asyncio.to_thread(svc.registry.check_workspace, who, w, Role.viewer)

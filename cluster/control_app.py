@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from fastapi import FastAPI
 from ray import serve
 from ray.serve.deployment import Deployment
 
@@ -13,8 +14,6 @@ from cluster.settings import CorralSettings
 from deployments.health import HEALTH_CHECK_PERIOD_S
 from deployments.names import CONTROL_DEPLOYMENT
 
-api = build_api()
-
 
 @serve.deployment(
     name=CONTROL_DEPLOYMENT,
@@ -22,7 +21,7 @@ api = build_api()
     max_ongoing_requests=200,
     health_check_period_s=HEALTH_CHECK_PERIOD_S,
 )
-@serve.ingress(api)
+@serve.ingress()  # the app is built per replica, around its service: __serve_build_asgi_app__
 class CorralControl:
     # Serve awaits an async constructor before the replica counts as started: with `restore_on_start`
     # the control app is RUNNING only once the stored pipelines are back (or the wait is over), so
@@ -35,6 +34,9 @@ class CorralControl:
         if restore_on_start:
             # Restores run a few at a time, each bounded by the deploy timeout: `corral up`'s bound.
             await self.service.restore_on_start(wait_s=corral.deploy_timeout_s * 2)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return build_api(self.service)
 
     async def verify_access(self, token_hash: str, workspace: str, pipeline: str) -> str:
         """Called by routers (through a handle) on a token cache miss; raises the API's errors."""

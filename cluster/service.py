@@ -37,20 +37,10 @@ MAX_LOG_ROWS = 1_000_000
 RESTORE_PARALLELISM = 4  # pipelines deployed at once by `corral up`
 PENDING_RECHECK_S = 5.0  # how often an unplaceable pipeline is checked against the cluster again
 PENDING_RETRY_AFTER_S = 10
-_current: ControlService | None = None
-
-
-def current_service() -> ControlService:
-    if _current is None:
-        raise RuntimeError("the control service is not started in this process")
-    return _current
-
-
 class ControlService:
     """Owns the store; deploys, undeploys and restores pipeline applications."""
 
     def __init__(self, settings: CorralSettings, admin_token_hash: str | None = None) -> None:
-        global _current
         self.settings = settings
         settings.home.mkdir(parents=True, exist_ok=True)
         limits = CodeLimits(max_files=settings.max_code_files, max_unpacked_bytes=settings.max_code_unpacked_bytes)
@@ -65,7 +55,6 @@ class ControlService:
         self.batches = BatchService()
         self._pending_task: asyncio.Task[None] | None = None
         self._restore_task: asyncio.Task[list[dict[str, Any]]] | None = None
-        _current = self
 
     def _known_columns(self, workspace: str, name: str) -> set[str]:
         """The log columns a pipeline's latest version is known to produce (from its spec and models)."""
