@@ -33,8 +33,8 @@ from deployments.names import (
 from examples.fraud import FEATURES, make_transactions
 from tests.integration.faults import (
     Load,
+    assert_only_the_last_flush_lost,
     back_within,
-    flush_loss_bound,
     in_flight_only,
     kill,
     logged_ids,
@@ -123,8 +123,7 @@ def test_router_replica_sigkill_loses_at_most_its_last_flush_and_counts_it(
     replied = {c.request_id for c in load.replied()}
     logged = logged_ids(admin, "faults", since, replied)
     lost = replied - logged
-    bound = flush_loss_bound(load, killed_at)
-    assert len(lost) <= bound, f"{len(lost)} replied rows lost (bound {bound})"
+    losses = assert_only_the_last_flush_lost(load, lost, killed_at, len(replied))
     deadline = time.monotonic() + 60  # Ray exports metrics every few seconds
     counted = 0.0
     while time.monotonic() < deadline:
@@ -132,7 +131,7 @@ def test_router_replica_sigkill_loses_at_most_its_last_flush_and_counts_it(
         if counted >= len(lost) and (counted > 0 or not lost):
             break
         time.sleep(2)
-    print(f"FAULT router log rows: {len(lost)} of {len(replied)} replied lost, {counted:.0f} counted lost")
+    print(f"FAULT router log rows: {losses}; {counted:.0f} counted lost")
     # An upper bound (serving.log_ledger): it also counts rows of requests whose reply the kill cut off.
     assert len(lost) <= counted <= len(lost) + 2 * 8 + 64, (len(lost), counted)
 
