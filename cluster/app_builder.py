@@ -16,6 +16,7 @@ from cluster.batch import BatchPlan
 from cluster.store.artifacts import ArtifactStore
 from deployments.autoscaling import POLICY_PATH
 from deployments.names import ROUTER_DEPLOYMENT, step_deployment_name
+from deployments.ray_private import upload_py_modules
 from deployments.router import PipelineRouter
 from deployments.step import StepDeployment
 from pipelines.errors import InvalidInput
@@ -33,20 +34,8 @@ def actor_options(step: StepSpec, py_modules: list[str] | None) -> dict[str, Any
     if step.resources.accelerator_type:
         options["accelerator_type"] = step.resources.accelerator_type
     if py_modules:
-        options["runtime_env"] = {"py_modules": upload_modules(py_modules)}
+        options["runtime_env"] = {"py_modules": upload_py_modules(py_modules)}
     return options
-
-
-def upload_modules(paths: list[str]) -> list[str]:
-    """Upload local module paths to the cluster (GCS) and return their `gcs://` URIs.
-
-    Serve accepts only URIs in a deployment's runtime_env (local paths work just for a whole job),
-    so the control app uploads the code itself, the way Ray does for `ray.init(runtime_env=...)`.
-    """
-    from ray._private.runtime_env.py_modules import upload_py_modules_if_needed
-
-    env = upload_py_modules_if_needed({"py_modules": list(paths)}, include_gitignore=False)
-    return list(env["py_modules"])
 
 
 def scaling_options(step: StepSpec) -> dict[str, Any]:
@@ -146,7 +135,7 @@ def build_app(
     if resources.memory:
         options["memory"] = resources.memory
     if code.inline_paths:
-        options["runtime_env"] = {"py_modules": upload_modules(code.inline_paths)}
+        options["runtime_env"] = {"py_modules": upload_py_modules(code.inline_paths)}
     limits = RouterLimits(
         max_payload_bytes=max_payload_bytes,
         max_queued_requests=spec.router.max_queued_requests,
@@ -291,7 +280,7 @@ def batch_plan(
         storage_uri=storage_uri,
         logs_uri=logs_uri,
         validations=dict(spec.validations),
-        py_modules=upload_modules(code.inline_paths) if code.inline_paths else [],
+        py_modules=upload_py_modules(code.inline_paths) if code.inline_paths else [],
         num_cpus=max(1.0, max(step.resources.num_cpus for step in steps)),
         num_gpus=max(step.resources.num_gpus for step in steps),
     )

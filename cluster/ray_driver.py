@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 
+from deployments.ray_private import turn_off_auto_connect
+
 
 def connect(address: str) -> None:
     """Connect to the cluster at `address` ("auto": the local head), unless already connected."""
     import ray
-    from ray._private import auto_init_hook  # private (Ray 2.60): the switch RAY_ENABLE_AUTO_CONNECT=0 sets
 
-    auto_init_hook.enable_auto_connect = False
+    turn_off_auto_connect()
     if ray.is_initialized():
         return
     ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, namespace="corral")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
 
 import pyarrow as pa
 from ray.serve.handle import DeploymentHandle
 
+from deployments.ray_private import replica_assigned
 from pipelines.errors import NotReady
 from pipelines.ipc import table_from_ipc, table_to_ipc
 from serving.errors import as_domain_error
@@ -16,14 +16,6 @@ from serving.errors import as_domain_error
 # What a request that found a step scaled to zero is told to wait before it retries: a replica
 # here starts (process, imports, model load) in a few seconds.
 COLD_START_RETRY_S = 5
-
-
-def assigned(response: Any) -> bool:
-    """Whether Serve has given the request to a replica yet. Ray's private field (Ray 2.60): when it
-    is gone, every request counts as assigned, and a deadline is a 504 as before."""
-    future = getattr(response, "_replica_result_future", None)
-    # A deadline cancels the response, and with it an assignment still pending: cancelled = never assigned.
-    return future is None or bool(future.done() and not future.cancelled())
 
 
 class RemoteSegment:
@@ -45,7 +37,7 @@ class RemoteSegment:
             # The request's deadline passed. If no replica of the first step ever took it, the step
             # is scaling up from zero, restarting, or all its replicas are busy: a 503 to retry, not
             # a 504 for work that ran too long.
-            if first is not None and not assigned(first):
+            if first is not None and not replica_assigned(first):
                 raise NotReady(
                     f"no replica of step {self.handles[0].deployment_name} took the request before its deadline "
                     f"(scaling up from zero, restarting, or all busy): retry in {COLD_START_RETRY_S} s, or allow "
