@@ -237,6 +237,8 @@ def up(settings: CorralSettings, say: Say = print) -> UpResult:
     except TimeoutError:
         say(f"  still restoring after {bound:.0f} s: the control app goes on; see `corral pipelines list`")
         restored = []
+    finally:
+        handle.shutdown()  # else its metrics thread outlives this call, and errors after `corral down`
     for row in restored:
         say(
             f"  {row['workspace']}/{row['name']}: {row['status']}"
@@ -299,7 +301,10 @@ def drain_logs(say: Say, timeout_s: float = APPS_STOP_TIMEOUT_S) -> None:
         time.sleep(0.25)
     with contextlib.suppress(Exception):
         handle = serve.get_deployment_handle(LOG_SINK_DEPLOYMENT, app_name=LOGS_APP)
-        handle.flush.remote().result(timeout_s=SINK_FLUSH_TIMEOUT_S)
+        try:
+            handle.flush.remote().result(timeout_s=SINK_FLUSH_TIMEOUT_S)
+        finally:
+            handle.shutdown()  # its metrics thread would error once Ray is gone
 
 
 def down(settings: CorralSettings, say: Say = print) -> None:

@@ -239,8 +239,7 @@ class ControlService:
         assert state.deployed_version is not None
         row: dict[str, Any] = {"workspace": state.workspace, "name": state.name, "version": state.deployed_version}
         try:
-            pv = await asyncio.to_thread(self.registry.version_row, state.workspace, state.name, state.deployed_version)
-            reason = shortfall(PipelineSpec.model_validate(pv.spec), totals)
+            pv, reason = await self._placement(state, totals)
             if reason is not None:
                 self.deployer.pending[app_name(state.workspace, state.name)] = reason
                 log.warning("%s/%s is pending: %s", state.workspace, state.name, reason)
@@ -251,6 +250,12 @@ class ControlService:
         except CorralError as exc:
             log.error("could not restore %s/%s: %s", state.workspace, state.name, exc.message)
             return {**row, "status": "failed", "error": exc.message}
+
+    async def _placement(self, state: Pipeline, totals: dict[str, float]) -> tuple[PipelineVersion, str | None]:
+        """A deployed pipeline's version and why the cluster (`totals`) cannot place it, or None."""
+        assert state.deployed_version is not None
+        pv = await asyncio.to_thread(self.registry.version_row, state.workspace, state.name, state.deployed_version)
+        return pv, shortfall(PipelineSpec.model_validate(pv.spec), totals)
 
     async def pending_reason(self, workspace: str, name: str) -> str | None:
         """Why a deployed pipeline is not running, if the cluster cannot place it; else None.
@@ -266,8 +271,7 @@ class ControlService:
         state = await asyncio.to_thread(self.registry.pipeline_state, workspace, name)
         if state is None or not state.deployed or state.deployed_version is None:
             return None
-        pv = await asyncio.to_thread(self.registry.version_row, workspace, name, state.deployed_version)
-        reason = shortfall(PipelineSpec.model_validate(pv.spec), await asyncio.to_thread(cluster_totals))
+        _, reason = await self._placement(state, await asyncio.to_thread(cluster_totals))
         if reason is not None:
             self.deployer.pending[app] = reason
             self._watch_pending()
@@ -293,8 +297,7 @@ class ControlService:
         if state is None or state.deployed_version is None:  # undeployed (or deleted) meanwhile
             self.deployer.pending.pop(app, None)
             return
-        pv = await asyncio.to_thread(self.registry.version_row, state.workspace, state.name, state.deployed_version)
-        reason = shortfall(PipelineSpec.model_validate(pv.spec), totals)
+        pv, reason = await self._placement(state, totals)
         if reason is not None:
             self.deployer.pending[app] = reason
             return
