@@ -36,6 +36,7 @@ from pipelines.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
+from serving.admission import request_timeout_s
 from serving.auth import client_of
 from serving.errors import error_response
 
@@ -384,13 +385,16 @@ def build_api(svc: ControlService) -> FastAPI:
 
     @app.post(f"{API}/workspaces/{{w}}/pipelines/{{p}}/deploy")
     async def deploy(w: str, p: str, request: Request, who: Who) -> dict[str, Any]:
+        """Deploy a version (default the latest); 200 once it serves. It waits up to X-Corral-Timeout-Ms
+        (default CORRAL_DEPLOY_TIMEOUT_S); then a 503 says why, e.g. the resources the cluster lacks."""
         who.require(w, Role.editor)
         body = await control_body(request, svc)
         try:
             params = DeployIn.model_validate_json(body) if body.strip() else DeployIn()
         except ValueError as exc:
             raise InvalidInput(f'deploy body must be {{"version": <int>}} or empty: {exc}') from exc
-        return await svc.deploy(who, w, p, params.version)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        return await svc.deploy(who, w, p, params.version, request_timeout_s(headers, svc.settings.deploy_timeout_s))
 
     @app.post(f"{API}/workspaces/{{w}}/pipelines/{{p}}/undeploy")
     async def undeploy(w: str, p: str, who: Who) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from cluster.settings import CorralSettings
 from cluster.store.tables import PipelineVersion
 from deployments.names import app_name, route_prefix
 from pipelines.errors import InvalidInput, NotReady
+from pipelines.placement import shortfall
 from pipelines.spec import PipelineSpec, TrafficSpec
 from serving.http import PROBE_HEADER
 
@@ -43,9 +44,15 @@ class Deployer:
         return self.locks.setdefault(app, asyncio.Lock())
 
     async def deploy(
-        self, workspace: str, name: str, pv: PipelineVersion, traffic: TrafficSpec | None = None
+        self,
+        workspace: str,
+        name: str,
+        pv: PipelineVersion,
+        traffic: TrafficSpec | None = None,
+        timeout_s: float | None = None,
     ) -> dict[str, Any]:
-        """Deploy `pv` (new, upgrade or rollback) and return once it answers HTTP; on failure restore the old one."""
+        """Deploy `pv` (new, upgrade or rollback) and return once it answers HTTP; on failure, or when
+        it does not within `timeout_s` (default CORRAL_DEPLOY_TIMEOUT_S), restore the old one."""
         app = app_name(workspace, name)
         async with self.lock(app):
             spec = PipelineSpec.model_validate(pv.spec)
@@ -54,7 +61,7 @@ class Deployer:
             self.deploying.add(app)
             self.pending.pop(app, None)
             try:
-                await self._run(workspace, name, pv, spec, traffic)
+                await self._run(workspace, name, pv, spec, traffic, timeout_s or self.settings.deploy_timeout_s)
             except Exception:
                 await self._recover(workspace, name, previous)
                 raise
@@ -64,7 +71,13 @@ class Deployer:
             return {"name": name, "version": pv.version, "status": "running", "traffic": traffic.model_dump()}
 
     async def _run(
-        self, workspace: str, name: str, pv: PipelineVersion, spec: PipelineSpec, traffic: TrafficSpec
+        self,
+        workspace: str,
+        name: str,
+        pv: PipelineVersion,
+        spec: PipelineSpec,
+        traffic: TrafficSpec,
+        timeout_s: float | None = None,
     ) -> None:
         app = app_name(workspace, name)
         metadata = await asyncio.to_thread(self._metadata, workspace, name, pv, spec)
@@ -84,20 +97,16 @@ class Deployer:
             request_timeout_s=self.settings.request_timeout_s,
             log_ledger_dir=str(self.settings.home / "log-ledgers"),
         )
-        try:  # returns once the app is RUNNING (`blocking` is only about waiting for Ctrl-C after that)
-            await asyncio.to_thread(
-                serve.run, application, name=app, route_prefix=route_prefix(workspace, name), blocking=False
-            )
-        except RuntimeError:  # "Deploying application ... failed": the why is in its deployments' status
-            status = await asyncio.to_thread(app_status, app)
-            if status is None or status["status"] != "DEPLOY_FAILED":
-                raise
-            raise InvalidInput(start_failure(status)) from None
-        log.info("serve.run(%s) submitted; waiting for config %s", app, user_config["config_id"])
-        await self._wait_live(workspace, name, user_config["config_id"])
+        # Not serve.run: even with blocking=False it waits, without a bound, for the app to run; a
+        # pipeline the cluster cannot place held its deploy call forever (seen). _wait_live bounds it.
+        target = serve.RunTarget(application, name=app, route_prefix=route_prefix(workspace, name))
+        await asyncio.to_thread(serve.run_many, [target], wait_for_applications_running=False)
+        log.info("%s submitted; waiting for config %s", app, user_config["config_id"])
+        timeout_s = timeout_s or self.settings.deploy_timeout_s
+        await self._wait_live(workspace, name, spec, user_config["config_id"], timeout_s)
         log.info("%s serves config %s", app, user_config["config_id"])
 
-    async def _wait_live(self, workspace: str, name: str, config_id: str) -> None:
+    async def _wait_live(self, workspace: str, name: str, spec: PipelineSpec, config_id: str, timeout_s: float) -> None:
         """Done when the route answers with this exact router config and every deployment is healthy.
 
         Serve's `last_deployed_time_s` does not move for an in-place (user_config) update, and its
@@ -110,7 +119,7 @@ class Deployer:
         """
         app = app_name(workspace, name)
         url = f"{self.local_url}{route_prefix(workspace, name)}/ready"
-        deadline = time.monotonic() + self.settings.deploy_timeout_s
+        deadline = time.monotonic() + timeout_s
         routed = False
         status: dict[str, Any] | None = None
         async with httpx.AsyncClient(timeout=5) as client:
@@ -125,9 +134,16 @@ class Deployer:
                 ):
                     return
                 await asyncio.sleep(POLL_S)
+        reason = shortfall(spec, await asyncio.to_thread(cluster_totals))
+        if reason is not None:
+            raise NotReady(
+                f"pipeline {name!r} did not start within {timeout_s:g} s: it {reason}. Add a node with those "
+                "resources (or let the autoscaler add one and deploy again), or deploy a version that asks for less",
+                10,
+            )
         what = "does not answer on its route" if not routed else "did not become healthy"
         last = f" (Serve: {status['status']}: {status['message']})" if status is not None and status["message"] else ""
-        raise NotReady(f"pipeline {app} {what} within {self.settings.deploy_timeout_s:.0f} s{last}"[:3000], 10)
+        raise NotReady(f"pipeline {app} {what} within {timeout_s:g} s{last}"[:3000], 10)
 
     async def _recover(self, workspace: str, name: str, previous: Any) -> None:
         """After a failed deploy: put the version that was running back, or remove the broken app."""

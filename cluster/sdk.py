@@ -255,10 +255,14 @@ class Pipeline:
             reply = self.client.request("PUT", self._path, json=spec if spec is not None else self._draft)
         return int(reply.json()["version"])
 
-    def deploy(self, version: int | None = None) -> dict[str, Any]:
-        """Deploy the latest version (or `version`: an older one rolls back); returns once it serves."""
+    def deploy(self, version: int | None = None, *, timeout_s: float | None = None) -> dict[str, Any]:
+        """Deploy the latest version (or `version`: an older one rolls back); returns once it serves.
+        Past `timeout_s` (default: the server's CORRAL_DEPLOY_TIMEOUT_S) a 503 says why it did not
+        start, e.g. the resources the cluster lacks, and the old version keeps serving."""
         body = {"version": version} if version is not None else {}
-        return self.client.request("POST", f"{self._path}/deploy", json=body).json()  # type: ignore[no-any-return]
+        headers = {"x-corral-timeout-ms": str(max(1, int(timeout_s * 1000)))} if timeout_s is not None else {}
+        path = f"{self._path}/deploy"
+        return self.client.request("POST", path, json=body, headers=headers).json()  # type: ignore[no-any-return]
 
     def undeploy(self) -> dict[str, Any]:
         return self.client.request("POST", f"{self._path}/undeploy").json()  # type: ignore[no-any-return]

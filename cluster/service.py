@@ -75,10 +75,12 @@ class ControlService:
         since, until = time_range(start, end)
         return self.logs.query(workspace, name, since, until, limit)
 
-    async def deploy(self, who: Principal, workspace: str, name: str, version: int | None) -> dict[str, Any]:
+    async def deploy(
+        self, who: Principal, workspace: str, name: str, version: int | None, timeout_s: float | None = None
+    ) -> dict[str, Any]:
         who.require(workspace, Role.editor)
         pv = await asyncio.to_thread(self.registry.get_pipeline_version, who, workspace, name, version)
-        return await self.deployer.deploy(workspace, name, pv)
+        return await self.deployer.deploy(workspace, name, pv, timeout_s=timeout_s)
 
     async def set_traffic(self, who: Principal, workspace: str, name: str, raw: Any) -> dict[str, Any]:
         """Change the live split and shadows of a deployed pipeline: its routers reconfigure in place."""

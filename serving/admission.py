@@ -21,6 +21,19 @@ MAX_TIMEOUT_MS = 3_600_000
 LAG_PROBE_S = 0.05  # how often the event loop's delay is measured
 
 
+def request_timeout_s(headers: dict[str, str], default_s: float) -> float:
+    """A request's time budget in seconds: its X-Corral-Timeout-Ms header (lower-case keys), else `default_s`."""
+    raw = headers.get(TIMEOUT_HEADER)
+    if raw is None:
+        return default_s
+    if not raw.strip().isdigit() or not 0 < int(raw) <= MAX_TIMEOUT_MS:
+        raise BadPayload(
+            f"X-Corral-Timeout-Ms must be a whole number of milliseconds from 1 to {MAX_TIMEOUT_MS}, "
+            f"not {raw!r}: send for example X-Corral-Timeout-Ms: 500, or leave it out for the default"
+        )
+    return int(raw) / 1000
+
+
 class Admission:
     """Counts a replica's requests in flight and watches its event loop's delay."""
 
@@ -36,15 +49,7 @@ class Admission:
 
     def timeout_s(self, headers: dict[str, str]) -> float:
         """The request's time budget in seconds: its X-Corral-Timeout-Ms header, else the default."""
-        raw = headers.get(TIMEOUT_HEADER)
-        if raw is None:
-            return self.default_timeout_s
-        if not raw.strip().isdigit() or not 0 < int(raw) <= MAX_TIMEOUT_MS:
-            raise BadPayload(
-                f"X-Corral-Timeout-Ms must be a whole number of milliseconds from 1 to {MAX_TIMEOUT_MS}, "
-                f"not {raw!r}: send for example X-Corral-Timeout-Ms: 500, or leave it out for the default"
-            )
-        return int(raw) / 1000
+        return request_timeout_s(headers, self.default_timeout_s)
 
     def admit(self) -> None:
         """Take a place in the queue (give it back with `release`), or raise Overloaded (503).

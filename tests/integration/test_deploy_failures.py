@@ -119,3 +119,34 @@ def test_a_traffic_change_made_while_a_crashed_replica_is_replaced_waits_for_it(
     assert changed["status"] == "running", changed
     wait_replaced(find, old[0], 1)
     assert crashed.status()["status"] == "running"
+
+
+def test_a_pipeline_the_cluster_cannot_place_is_a_503_naming_what_it_lacks_within_the_deadline(
+    http: httpx.Client, admin_headers: dict[str, str]
+) -> None:
+    from ray import serve
+
+    name = "needs-two-gpus"  # the session's cluster has one logical GPU
+    spec = _spec({"python": "pipelines.builtin:Select", "config": {"columns": ["x"]}, "placement": "own"})
+    spec["steps"][0]["resources"] = {"num_cpus": 0.1, "num_gpus": 2}
+    assert http.put(f"{API}/{name}", json=spec, headers=admin_headers).status_code in (200, 201)
+    started = time.monotonic()
+    reply = http.post(f"{API}/{name}/deploy", json={}, headers={**admin_headers, "x-corral-timeout-ms": "8000"})
+    took = time.monotonic() - started
+    assert reply.status_code == 503, reply.text  # it used to wait in serve.run for as long as the client did
+    assert reply.headers["retry-after"] == "10"
+    assert reply.json()["error"].startswith(
+        f"pipeline '{name}' did not start within 8 s: it needs 2 GPUs; the cluster has 1 GPU. Add a node"
+    ), reply.json()["error"]
+    assert took < 60, f"the deploy answered only after {took:.0f} s"
+    assert app_name("default", name) not in serve.status().applications  # nothing left half-deployed
+    assert http.get(f"{API}/{name}", headers=admin_headers).json()["status"] == "undeployed"
+
+
+def test_a_bad_deploy_deadline_is_a_400_saying_how_to_send_one(
+    http: httpx.Client, admin_headers: dict[str, str]
+) -> None:
+    assert http.put(f"{API}/deadline-check", json=GOOD, headers=admin_headers).status_code in (200, 201)
+    reply = http.post(f"{API}/deadline-check/deploy", json={}, headers={**admin_headers, "x-corral-timeout-ms": "soon"})
+    assert reply.status_code == 400, reply.text
+    assert "X-Corral-Timeout-Ms must be a whole number of milliseconds" in reply.json()["error"]
