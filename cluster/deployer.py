@@ -98,7 +98,7 @@ class Deployer:
             log_ledger_dir=str(self.settings.home / "log-ledgers"),
         )
         # Not serve.run: even with blocking=False it waits, without a bound, for the app to run; a
-        # pipeline the cluster cannot place held its deploy call forever (seen). _wait_live bounds it.
+        # pipeline the cluster cannot place held its deploy call past 90 s (seen). _wait_live bounds it.
         target = serve.RunTarget(application, name=app, route_prefix=route_prefix(workspace, name))
         await asyncio.to_thread(serve.run_many, [target], wait_for_applications_running=False)
         log.info("%s submitted; waiting for config %s", app, user_config["config_id"])
