@@ -393,8 +393,8 @@ def build_api(svc: ControlService) -> FastAPI:
             params = DeployIn.model_validate_json(body) if body.strip() else DeployIn()
         except ValueError as exc:
             raise InvalidInput(f'deploy body must be {{"version": <int>}} or empty: {exc}') from exc
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        return await svc.deploy(who, w, p, params.version, request_timeout_s(headers, svc.settings.deploy_timeout_s))
+        timeout_s = request_timeout_s(request.headers, svc.settings.deploy_timeout_s)
+        return await svc.deploy(who, w, p, params.version, timeout_s)
 
     @app.post(f"{API}/workspaces/{{w}}/pipelines/{{p}}/undeploy")
     async def undeploy(w: str, p: str, who: Who) -> dict[str, Any]:
@@ -527,7 +527,7 @@ def build_api(svc: ControlService) -> FastAPI:
 
     @app.get("/ws/{w}/v2/health/live")
     @app.get("/ws/{w}/v2/health/ready")
-    def health(w: str, who: Who, svc: Service) -> dict[str, bool]:
+    def health(w: str, who: Who) -> dict[str, bool]:
         svc.registry.check_workspace(who, w, Role.viewer)
         return {"live": True, "ready": True}
 

@@ -77,7 +77,7 @@ class Deployer:
         pv: PipelineVersion,
         spec: PipelineSpec,
         traffic: TrafficSpec,
-        timeout_s: float | None = None,
+        timeout_s: float,
     ) -> None:
         app = app_name(workspace, name)
         metadata = await asyncio.to_thread(self._metadata, workspace, name, pv, spec)
@@ -102,7 +102,6 @@ class Deployer:
         target = serve.RunTarget(application, name=app, route_prefix=route_prefix(workspace, name))
         await asyncio.to_thread(serve.run_many, [target], wait_for_applications_running=False)
         log.info("%s submitted; waiting for config %s", app, user_config["config_id"])
-        timeout_s = timeout_s or self.settings.deploy_timeout_s
         await self._wait_live(workspace, name, spec, user_config["config_id"], timeout_s)
         log.info("%s serves config %s", app, user_config["config_id"])
 
@@ -154,7 +153,7 @@ class Deployer:
             try:
                 traffic = TrafficSpec.model_validate(previous.traffic) if previous.traffic else None
                 spec = PipelineSpec.model_validate(pv.spec)
-                await self._run(workspace, name, pv, spec, traffic or spec.traffic)
+                await self._run(workspace, name, pv, spec, traffic or spec.traffic, self.settings.deploy_timeout_s)
             except Exception:
                 log.exception("could not restore %s version %s", app, previous.deployed_version)
         else:

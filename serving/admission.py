@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 
 from pipelines.errors import BadPayload, Overloaded
 from serving.load import BacklogMeter
@@ -21,8 +22,9 @@ MAX_TIMEOUT_MS = 3_600_000
 LAG_PROBE_S = 0.05  # how often the event loop's delay is measured
 
 
-def request_timeout_s(headers: dict[str, str], default_s: float) -> float:
-    """A request's time budget in seconds: its X-Corral-Timeout-Ms header (lower-case keys), else `default_s`."""
+def request_timeout_s(headers: Mapping[str, str], default_s: float) -> float:
+    """A request's time budget in seconds: its X-Corral-Timeout-Ms header (keys lower-case, or a
+    case-insensitive mapping such as Starlette's), else `default_s`."""
     raw = headers.get(TIMEOUT_HEADER)
     if raw is None:
         return default_s

@@ -174,15 +174,12 @@ def logged_ids(admin: Any, pipeline: str, since: datetime, expected: set[Any]) -
 LOSS_WINDOW_S = 1.0
 
 
-def loss_ages(load: Load, lost: set[Any], killed_at: float) -> list[float]:
-    """How long before the kill each lost row's request was replied to, oldest first."""
-    return sorted((killed_at - c.ended for c in load.replied() if c.request_id in lost), reverse=True)
-
-
-def assert_only_the_last_flush_lost(load: Load, lost: set[Any], killed_at: float, replied: int) -> str:
+def assert_only_the_last_flush_lost(load: Load, lost: set[Any], killed_at: float) -> str:
     """Every lost row was replied to in the last LOSS_WINDOW_S before the kill; returns a summary line."""
-    ages = loss_ages(load, lost, killed_at)
-    line = f"{len(lost)} of {replied} replied lost, the oldest replied {ages[0] if ages else 0:.2f} s before the kill"
+    replied = load.replied()
+    ages = sorted((killed_at - c.ended for c in replied if c.request_id in lost), reverse=True)
+    oldest = ages[0] if ages else 0.0
+    line = f"{len(lost)} of {len(replied)} replied lost, the oldest replied {oldest:.2f} s before the kill"
     stale = [age for age in ages if age > LOSS_WINDOW_S]
     assert not stale, f"{line}: {len(stale)} replied more than {LOSS_WINDOW_S} s before it"
     return line
