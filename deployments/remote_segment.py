@@ -10,6 +10,7 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.ray_private import replica_assigned
 from pipelines.errors import NotReady
+from pipelines.frame import Data, as_table
 from pipelines.ipc import table_from_ipc, table_to_ipc
 from serving.errors import as_domain_error
 
@@ -26,10 +27,10 @@ class RemoteSegment:
     def __init__(self, handles: Sequence[DeploymentHandle]) -> None:
         self.handles = tuple(handles)
 
-    async def __call__(self, table: pa.Table) -> pa.Table:
+    async def __call__(self, table: Data) -> pa.Table:
         first = None
         try:
-            response = first = self.handles[0].remote(table_to_ipc(table))
+            response = first = self.handles[0].remote(table_to_ipc(as_table(table)))
             for handle in self.handles[1:]:
                 response = handle.remote(response)
             result = table_from_ipc(await response)

@@ -43,6 +43,7 @@ from monitoring.metrics import (
     MetricDef,
 )
 from pipelines.errors import InvalidInput, NotReady
+from pipelines.frame import as_table
 from pipelines.ipc import table_to_ipc
 from pipelines.live_config import RouterConfig, RouterLimits
 from pipelines.loading import FetchArtifact, load_step
@@ -305,11 +306,12 @@ class PipelineRouter:
                 f"infer() takes a pyarrow.Table, pandas.DataFrame or dict of columns, not {type(data).__name__}"
             )
         result = await self.plane.infer(table, self.plane.split_key(table, split_key))
+        outputs = as_table(result.outputs)
         if isinstance(data, dict):
-            return result.outputs.to_pydict()
+            return outputs.to_pydict()
         if not isinstance(data, pa.Table):
-            return result.outputs.to_pandas()
-        return result.outputs
+            return outputs.to_pandas()
+        return outputs
 
     async def predict(self, table: pa.Table, variant: str) -> pa.Table:
         """Run one variant's chain on a table, unlogged and not mirrored to shadows (explainers)."""

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipelines.errors import InvalidInput
+from pipelines.frame import Frame
 from pipelines.tensors import (
     as_array,
     equal_list_width,
@@ -32,6 +33,8 @@ Scalar = bool | int | float | str
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
 # Above this many rows a pyarrow.compute kernel beats a Python-level loop (string lookups).
 _SMALL_BATCH = 256
+# Column layouts a step remembers its frame plan for (clients send the same few).
+_PLANS = 16
 
 
 class _Config(BaseModel):
@@ -176,6 +179,12 @@ class Select(_Builtin[SelectConfig]):
             )
         return table.select(indices)
 
+    def on_frame(self, frame: Frame) -> Frame | None:
+        indices = [frame.index(c) for c in self.cfg.columns]
+        if min(indices) < 0:
+            return None  # the table path says what is missing
+        return Frame(tuple(self.cfg.columns), tuple(frame.columns[i] for i in indices), frame.num_rows)
+
     @classmethod
     def required_columns(cls, config: dict[str, Any]) -> list[str]:
         return list(cls.parse(config).columns)  # type: ignore[attr-defined]
@@ -212,6 +221,15 @@ class Rename(_Builtin[RenameConfig]):
             clash = sorted(n for n, count in Counter(renamed).items() if count > 1)
             raise self.fail(f"renaming would give two columns named {clash}; drop or rename the existing one first")
         return table.rename_columns(renamed)
+
+    def on_frame(self, frame: Frame) -> Frame | None:
+        mapping = self.cfg.mapping
+        if any(frame.index(old) < 0 for old in mapping):
+            return None
+        renamed = tuple(mapping.get(n, n) for n in frame.names)
+        if len(set(renamed)) != len(renamed):
+            return None
+        return Frame(renamed, frame.columns, frame.num_rows)
 
     @classmethod
     def required_columns(cls, config: dict[str, Any]) -> list[str]:
@@ -418,6 +436,7 @@ class StandardScale(_Builtin[StandardScaleConfig]):
         ]
         self.scalar_means = np.array([m if m.ndim == 0 else np.nan for _, m, _ in self.params])
         self.scalar_stds = np.array([s if s.ndim == 0 else np.nan for _, _, s in self.params])
+        self._frame_plans: dict[tuple[str, ...], Any] = {}  # by the frame's column names
 
     def __call__(self, table: pa.Table) -> pa.Table:
         schema = table.schema
@@ -438,6 +457,51 @@ class StandardScale(_Builtin[StandardScaleConfig]):
         if plain:
             self._scale_plain(schema, plain, changes)
         return _rebuild(table, changes)
+
+    def on_frame(self, frame: Frame) -> Frame | None:
+        # The same numpy arithmetic as the table path, on the frame's arrays: identical float32s.
+        plan = self._frame_plans.get(frame.names)
+        if plan is None:
+            plan = self._frame_plan(frame.names)
+            if len(self._frame_plans) < _PLANS:
+                self._frame_plans[frame.names] = plan
+        if plan is False:
+            return None  # a column is missing: the table path says which
+        plain, means, stds, lists = plan
+        columns = list(frame.columns)
+        for index, mean, std in lists:
+            values = columns[index]
+            if values.ndim != 2:
+                return None
+            width = values.shape[1]
+            if (mean.ndim and mean.size != width) or (std.ndim and std.size != width):
+                return None
+            columns[index] = ((values - mean) / std).astype(np.float32)
+        if plain:
+            if any(columns[i].ndim != 1 for i in plain):
+                return None
+            matrix = np.array([columns[i] for i in plain], dtype=np.float64)
+            scaled = np.ascontiguousarray((matrix - means) / stds, dtype=np.float32)
+            for i, values in zip(plain, scaled, strict=True):
+                columns[i] = values
+        return Frame(frame.names, tuple(columns), frame.num_rows)
+
+    def _frame_plan(self, names: tuple[str, ...]) -> Any:
+        """Where each scaled column is in frames with these names: (plain column indices, their
+        means and stds as [C, 1], [(index, mean, std)] of per-item lists), or False."""
+        if any(name not in names for name, _, _ in self.params):
+            return False
+        plain = [(names.index(n), p) for p, (n, m, s) in enumerate(self.params) if not (m.ndim or s.ndim)]
+        lists = [(names.index(n), m, s) for n, m, s in self.params if m.ndim or s.ndim]
+        positions = [p for _, p in plain]
+        # A plain column with list params is a 1-D column the plan files under lists: on_frame then
+        # sees ndim 1 and leaves it to the table path, which says what is wrong.
+        return (
+            [i for i, _ in plain],
+            self.scalar_means[positions, None],
+            self.scalar_stds[positions, None],
+            lists,
+        )
 
     def _scale_plain(self, schema: pa.Schema, plain: list[tuple[int, int, pa.Array]], changes: dict[int, Any]) -> None:
         # One [C, N] numpy pass over all plain columns; nulls travel as NaN and are masked back.
@@ -627,6 +691,19 @@ class Threshold(_OneColumnStep[ThresholdConfig]):
         labels = self.choices[(values > self.cfg.threshold).astype(np.intp)]
         return _put(table, self.cfg.output, numpy_to_arrow(labels, _null_mask(array)))
 
+    def on_frame(self, frame: Frame) -> Frame | None:
+        index = frame.index(self.cfg.column)
+        if index < 0:
+            return None
+        values = frame.columns[index]
+        if values.ndim == 2:
+            element = -1 if self.cfg.index is None else self.cfg.index
+            if not -values.shape[1] <= element < values.shape[1]:
+                return None
+            values = values[:, element]
+        labels = self.choices[(values > self.cfg.threshold).astype(np.intp)]
+        return frame.with_columns({self.cfg.output: labels})
+
     def _element(self, name: str, array: pa.Array) -> np.ndarray:
         index = -1 if self.cfg.index is None else self.cfg.index
         type_ = array.type
@@ -677,6 +754,13 @@ class Argmax(_OneColumnStep[ArgmaxConfig]):
         else:
             result = self._ragged(array)
         return _put(table, self.cfg.output, numpy_to_arrow(result.astype(np.int64), _null_mask(array)))
+
+    def on_frame(self, frame: Frame) -> Frame | None:
+        index = frame.index(self.cfg.column)
+        if index < 0 or frame.columns[index].ndim != 2:
+            return None
+        best = np.argmax(frame.columns[index], axis=1).astype(np.int64)
+        return frame.with_columns({self.cfg.output: best})
 
     def _fixed(self, matrix: np.ndarray) -> np.ndarray:
         if matrix.shape[1] == 0:

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.errors import InvalidInput
+from pipelines.frame import Frame, frame_column_ok
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class OnnxModelStep:
             for i in self.session.get_inputs()
         ]
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self._column_indices: dict[tuple[str, ...], list[int]] = {}  # `columns` in frames of these names
         if columns is not None and not (len(self.inputs) == 1 and self.inputs[0].rank == 2):
             raise InvalidInput(
                 f"step {name!r} has 'columns' but its model does not take a single 2-D input "
@@ -123,6 +125,65 @@ class OnnxModelStep:
         except Exception as exc:  # onnxruntime raises its own types for shape/type mismatches
             raise InvalidInput(f"model step {self.name!r} rejected the input: {exc}") from exc
         return pa.table({name: _to_column(value) for name, value in zip(self.output_names, results, strict=True)})
+
+    def on_frame(self, frame: Frame) -> Frame | pa.Table | None:
+        """The fast path: feeds straight from the frame's arrays. None (before anything ran) when the
+        table path must decide; a table when the model's outputs are not plain numbers."""
+        feeds = {}
+        for spec in self.inputs:
+            array = self._frame_feed(spec, frame)
+            if array is None:
+                return None
+            feeds[spec.name] = array
+        try:
+            results = self.session.run(self.output_names, feeds)
+        except Exception as exc:
+            raise InvalidInput(f"model step {self.name!r} rejected the input: {exc}") from exc
+        columns = [_output_array(value) for value in results]
+        lengths = {len(c) for c in columns if c is not None}
+        if any(c is None for c in columns) or len(lengths) != 1:  # the table path builds (or refuses) such outputs
+            return pa.table({n: _to_column(v) for n, v in zip(self.output_names, results, strict=True)})
+        return Frame(tuple(self.output_names), tuple(columns), lengths.pop())  # type: ignore[arg-type]
+
+    def _frame_feed(self, spec: _Input, frame: Frame) -> np.ndarray | None:
+        """What `_feed` gives for this input, from a frame; None where the table path must decide
+        (a missing column, a shape the model does not take, NaN without allow_nan)."""
+        if spec.dtype is np.object_:
+            return None
+        index = frame.index(spec.name)
+        if index >= 0 and not (self.columns and spec.rank == 2):
+            values = frame.columns[index]
+            if values.ndim == 2:
+                if spec.rank != 2 or (spec.width is not None and values.shape[1] != spec.width):
+                    return None
+                array = np.asarray(values, dtype=spec.dtype)
+            else:
+                array = np.asarray(values, dtype=spec.dtype)
+                if spec.rank == 2:
+                    array = array.reshape(-1, 1)
+        elif spec.rank == 2 and len(self.inputs) == 1:
+            if self.columns is not None:
+                indices = self._column_indices.get(frame.names)
+                if indices is None:
+                    indices = [frame.index(c) for c in self.columns]
+                    if len(self._column_indices) < 16:
+                        self._column_indices[frame.names] = indices
+            elif len(frame.names) == 1 and frame.columns[0].ndim == 2:
+                return self._frame_feed(_Input(frame.names[0], spec.dtype, 2, spec.width), frame)
+            else:
+                indices = list(range(len(frame.names)))
+            if min(indices, default=-1) < 0 or any(frame.columns[i].ndim != 1 for i in indices):
+                return None
+            if spec.width is not None and len(indices) != spec.width:
+                return None
+            array = np.empty((frame.num_rows, len(indices)), dtype=spec.dtype)
+            for j, i in enumerate(indices):
+                array[:, j] = frame.columns[i]
+        else:
+            return None
+        if not self.allow_nan and array.dtype.kind == "f" and np.isnan(array).any():
+            return None
+        return array
 
     def _feed(self, spec: _Input, table: pa.Table) -> np.ndarray:
         names = table.column_names
@@ -227,6 +288,16 @@ def _numeric(column: pa.ChunkedArray | pa.Array, spec: _Input, step: str) -> np.
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     return np.asarray(column.to_numpy(zero_copy_only=False), dtype=spec.dtype)
+
+
+def _output_array(value: Any) -> np.ndarray | None:
+    """A model output as a frame column (what `_to_column` would make of it), or None."""
+    if not isinstance(value, np.ndarray):
+        return None
+    array = value[:, 0] if value.ndim == 2 and value.shape[1] == 1 else value
+    if array.ndim > 2:
+        array = array.reshape(array.shape[0], -1)
+    return array if frame_column_ok(array) else None
 
 
 def _to_column(value: Any) -> pa.Array:

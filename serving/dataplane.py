@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from monitoring.log_schema import InferenceRecord
 from pipelines.errors import InvalidInput, NotReady
+from pipelines.frame import Data, Frame, as_table
 from pipelines.live_config import RouterConfig
 from pipelines.traffic import TrafficPolicy
 from serving.segments import Segment, run_segments
@@ -48,7 +49,7 @@ class Inference:
     request_id: str
     variant: str
     version: int
-    outputs: pa.Table
+    outputs: Data  # a Frame when the whole chain ran on the fast path
 
 
 class DataPlane:
@@ -87,16 +88,18 @@ class DataPlane:
             raise NotReady(f"pipeline {self.pipeline!r} is starting: retry shortly")
         return self.live.config
 
-    def split_key(self, table: pa.Table, header: str | None) -> str | None:
+    def split_key(self, table: Data, header: str | None) -> str | None:
         """The request's split key: the header, else the key column's first row (a batch goes to one variant)."""
         if header:
             return header
         key = self.config.traffic.key
         if key is None or key not in table.column_names or table.num_rows == 0:
             return None
+        if isinstance(table, Frame):
+            return str(table.column(key)[0].tolist())  # the Python value, as as_py() gives it
         return str(table.column(key)[0].as_py())
 
-    async def infer(self, table: pa.Table, split_key: str | None = None) -> Inference:
+    async def infer(self, table: Data, split_key: str | None = None) -> Inference:
         """Serve one request: logged, counted, and mirrored to the shadows (never awaited)."""
         if self.live is None:
             raise NotReady(f"pipeline {self.pipeline!r} is starting: retry shortly")
@@ -113,7 +116,7 @@ class DataPlane:
         self.telemetry.served(variant, table.num_rows, latency_ms)
         return Inference(request_id, variant, version, outputs)
 
-    async def run_variant(self, variant: str, table: pa.Table) -> pa.Table:
+    async def run_variant(self, variant: str, table: Data) -> Data:
         return await run_segments(self.chains[variant], table)
 
     async def predict(self, table: pa.Table, variant: str) -> pa.Table:
@@ -123,4 +126,4 @@ class DataPlane:
             raise InvalidInput(
                 f"pipeline {self.pipeline!r} has no variant {variant!r}: use one of {sorted(self.chains)}"
             )
-        return await self.run_variant(variant, table)
+        return as_table(await self.run_variant(variant, table))

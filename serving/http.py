@@ -43,8 +43,10 @@ class HttpEdge:
         max_payload_bytes: int,
         count_request: CountRequest | None = None,
         admission: Admission | None = None,
+        frames: bool = True,
     ) -> None:
         self.plane = plane
+        self.frames = frames  # the fast path (pipelines.frame); off only to compare the two paths
         self.admission = admission
         self.auth = auth
         self.prefix = prefix
@@ -117,9 +119,11 @@ class HttpEdge:
     async def _infer(self, headers: dict[str, str], body: bytes, config: RouterConfig) -> Reply:
         if len(body) > self.max_payload_bytes:
             raise self.too_large(len(body))
-        decoded = decode_request(body, headers.get("content-type"), headers, max_bytes=self.max_payload_bytes)
-        split_key = self.plane.split_key(decoded.table, headers.get("x-corral-split-key"))
-        result = await self.plane.infer(decoded.table, split_key)
+        decoded = decode_request(
+            body, headers.get("content-type"), headers, max_bytes=self.max_payload_bytes, frames=self.frames
+        )
+        split_key = self.plane.split_key(decoded.data, headers.get("x-corral-split-key"))
+        result = await self.plane.infer(decoded.data, split_key)
         payload, reply_headers = encode_response(
             result.outputs,
             decoded,

@@ -19,9 +19,12 @@ from functools import partial
 import pyarrow as pa
 
 from pipelines.errors import CorralError
+from pipelines.frame import Data, as_table
 from pipelines.step import Step, call_step, is_async_step, run_step_sync
 
-Segment = Callable[[pa.Table], Awaitable[pa.Table]]
+# A segment takes a request's table, or its Frame on the fast path (pipelines.frame), and gives
+# back either; segments that need Arrow (remote ones) convert with as_table.
+Segment = Callable[[Data], Awaitable[Data]]
 
 # The thread pool inline steps of the current task run in (None: the loop's default pool).
 _executor: ContextVar[Executor | None] = ContextVar("corral_inline_executor", default=None)
@@ -71,7 +74,7 @@ def _runs(steps: Sequence[tuple[str, Step]]) -> tuple[_Run, ...]:
     return tuple(runs)
 
 
-def _run_sync(steps: tuple[tuple[str, Step], ...], table: pa.Table) -> tuple[pa.Table, list[float]]:
+def _run_sync(steps: tuple[tuple[str, Step], ...], table: Data) -> tuple[Data, list[float]]:
     """Run sync steps on this thread; also returns each step's milliseconds."""
     timings = []
     for name, step in steps:
@@ -89,6 +92,8 @@ class InlineSegment:
     """Steps run in-process. Sync steps (onnxruntime, pyarrow) run off the event loop, all the
     consecutive ones in one worker-thread call: one thread hop per segment, not per step; runs of
     non-blocking steps on small tables run on the loop (see LOOP_MAX_ROWS)."""
+
+    takes_frames = True  # steps get the request's Frame (pipelines.step.run_step_sync)
 
     def __init__(
         self,
@@ -117,7 +122,7 @@ class InlineSegment:
     def is_sync(self) -> bool:
         return not any(run.is_async for run in self.runs)
 
-    def run_sync(self, table: pa.Table) -> pa.Table:
+    def run_sync(self, table: Data) -> Data:
         """Run every step on the calling thread (a caller already off the event loop, such as an
         explainer's worker thread); only for segments without async steps (`is_sync`)."""
         for run in self.runs:
@@ -127,7 +132,7 @@ class InlineSegment:
             self._observe(run, timings)
         return table
 
-    async def __call__(self, table: pa.Table) -> pa.Table:
+    async def __call__(self, table: Data) -> Data:
         for run in self.runs:
             if run.is_async:
                 name, step = run.steps[0]
@@ -149,9 +154,12 @@ class InlineSegment:
                 self.observe(name, ms)
 
 
-async def run_segments(segments: Sequence[Segment], table: pa.Table) -> pa.Table:
-    """A variant's chain: each segment's output is the next one's input."""
+async def run_segments(segments: Sequence[Segment], table: Data) -> Data:
+    """A variant's chain: each segment's output is the next one's input. Only segments that say
+    they take frames (`takes_frames`, as inline ones do) get a Frame; the others get its table."""
     for segment in segments:
+        if not getattr(segment, "takes_frames", False):
+            table = as_table(table)
         table = await segment(table)
     return table
 
@@ -166,7 +174,9 @@ class CoalescingSegment:
     request, so one bad request fails alone.
     """
 
-    def __init__(self, inner: Segment, *, max_in_flight: int = 2, max_rows: int = 8192) -> None:
+    def __init__(
+        self, inner: Callable[[pa.Table], Awaitable[pa.Table]], *, max_in_flight: int = 2, max_rows: int = 8192
+    ) -> None:
         self.inner = inner
         self.max_in_flight = max_in_flight
         self.max_rows = max_rows
@@ -174,7 +184,8 @@ class CoalescingSegment:
         self.waiting: list[tuple[pa.Table, asyncio.Future[pa.Table]]] = []
         self.tasks: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, table: pa.Table) -> pa.Table:
+    async def __call__(self, data: Data) -> pa.Table:
+        table = as_table(data)  # batches are joined and cut as Arrow tables
         if self.in_flight < self.max_in_flight and not self.waiting:
             self.in_flight += 1
             try:

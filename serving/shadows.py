@@ -11,13 +11,14 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from pipelines.frame import Data, as_table
 from serving.errors import as_domain_error
 from serving.segments import inline_steps_in
 
 log = logging.getLogger("corral.shadows")
 
 DROPPED = "dropped"
-RunChain = Callable[[str, pa.Table], Awaitable[pa.Table]]
+RunChain = Callable[[str, Data], Awaitable[Data]]
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class ShadowRunner:
         self.tasks: set[asyncio.Task[None]] = set()  # strong references: the loop only keeps weak ones
         self.counts: Counter[str] = Counter()
 
-    def fire(self, variant: str, table: pa.Table, request_id: str) -> bool:
+    def fire(self, variant: str, table: Data, request_id: str) -> bool:
         """Start one shadow call; False (and counted as dropped) when the backlog is full."""
         if len(self.tasks) >= self.max_in_flight:
             self.counts[f"{variant}.dropped"] += 1
@@ -81,7 +82,7 @@ class ShadowRunner:
         task.add_done_callback(self.tasks.discard)
         return True
 
-    async def _run(self, variant: str, table: pa.Table, request_id: str) -> None:
+    async def _run(self, variant: str, table: Data, request_id: str) -> None:
         try:
             with inline_steps_in(self.executor):
                 output = await asyncio.wait_for(self.run_chain(variant, table), self.timeout_s)
@@ -94,7 +95,7 @@ class ShadowRunner:
             self._tell(ShadowOutcome(request_id, variant, table.num_rows, None, as_domain_error(exc).message))
         else:
             self.counts[f"{variant}.ok"] += 1
-            self._tell(ShadowOutcome(request_id, variant, table.num_rows, output, None))
+            self._tell(ShadowOutcome(request_id, variant, table.num_rows, as_table(output), None))
 
     def _tell(self, outcome: ShadowOutcome) -> None:
         for listener in self.listeners:

@@ -10,6 +10,7 @@ import orjson
 import pyarrow as pa
 
 from pipelines.errors import InvalidInput
+from pipelines.frame import Data, as_table
 
 # orjson writes NaN and +-Infinity as null, which is what the contract promises for NaN.
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -26,14 +27,19 @@ class WireFormat(str, Enum):  # noqa: UP042 - the public contract; str() stays "
 
 @dataclass(frozen=True)
 class Decoded:
-    """A decoded request: the input table plus what the reply must echo or honour."""
+    """A decoded request: the inputs (a table, or a Frame on the fast path: pipelines.frame) plus
+    what the reply must echo or honour."""
 
-    table: pa.Table
+    data: Data
     fmt: WireFormat
     request_id: str | None = None  # V2 "id", echoed back
     binary_output: bool = False  # V2 binary extension wanted in the reply
     requested_outputs: tuple[str, ...] | None = None  # V2 "outputs" names, or None = all
     parameters: dict[str, Any] = field(default_factory=dict)  # V2 request "parameters"
+
+    @property
+    def table(self) -> pa.Table:
+        return as_table(self.data)
 
 
 def require_rows(table: pa.Table, what: str) -> pa.Table:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
-
-import pyarrow as pa
 
 from pipelines.codecs.arrow import FILE_TYPE, STREAM_TYPE, decode_arrow, encode_arrow
 from pipelines.codecs.base import Decoded, WireFormat
@@ -14,6 +13,7 @@ from pipelines.codecs.records import CONTENT_TYPE as RECORDS_TYPE
 from pipelines.codecs.records import decode_records, encode_records
 from pipelines.codecs.v2 import HEADER_LENGTH, decode_v2, encode_v2
 from pipelines.errors import BadPayload, PayloadTooLarge, UnsupportedMediaType
+from pipelines.frame import Data, Frame, as_table
 
 SUPPORTED_TYPES = (
     "application/json (V2 inference request)",
@@ -24,8 +24,11 @@ SUPPORTED_TYPES = (
 )
 
 
-def decode_request(body: bytes, content_type: str | None, headers: Mapping[str, str], *, max_bytes: int) -> Decoded:
-    """Decode a request body by its Content-Type. `headers` has lower-case keys."""
+def decode_request(
+    body: bytes, content_type: str | None, headers: Mapping[str, str], *, max_bytes: int, frames: bool = True
+) -> Decoded:
+    """Decode a request body by its Content-Type. `headers` has lower-case keys. With `frames`,
+    inputs that a Frame can hold come as one (the fast path, pipelines.frame)."""
     if len(body) > max_bytes:
         raise PayloadTooLarge(
             f"the body has {len(body)} bytes, above the limit of {max_bytes}; send smaller batches "
@@ -40,19 +43,21 @@ def decode_request(body: bytes, content_type: str | None, headers: Mapping[str, 
     if fmt is WireFormat.V2:
         return decode_v2(body, None)
     if fmt is WireFormat.RECORDS:
-        return decode_records(body)
-    return decode_arrow(body, fmt)
+        return decode_records(body, frames=frames)
+    decoded = decode_arrow(body, fmt)
+    frame = Frame.from_arrow(decoded.table) if frames else None  # numpy views of the request's buffers
+    return decoded if frame is None else replace(decoded, data=frame)
 
 
 def encode_response(
-    table: pa.Table, decoded: Decoded, *, model_name: str, model_version: str, parameters: dict[str, Any]
+    outputs: Data, decoded: Decoded, *, model_name: str, model_version: str, parameters: dict[str, Any]
 ) -> tuple[bytes, dict[str, str]]:
-    """Encode the output table in the request's format: (body, headers with "content-type")."""
+    """Encode the outputs (a table or a Frame) in the request's format: (body, headers with "content-type")."""
     if decoded.fmt is WireFormat.V2:
-        return encode_v2(table, decoded, model_name=model_name, model_version=model_version, parameters=parameters)
+        return encode_v2(outputs, decoded, model_name=model_name, model_version=model_version, parameters=parameters)
     if decoded.fmt is WireFormat.RECORDS:
-        return encode_records(table)
-    return encode_arrow(table, decoded.fmt)
+        return encode_records(outputs)
+    return encode_arrow(as_table(outputs), decoded.fmt)
 
 
 @functools.lru_cache(maxsize=64)  # clients repeat the same few Content-Type strings

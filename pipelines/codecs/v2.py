@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from pipelines.codecs.base import JSON_OPTIONS, Decoded, WireFormat, json_default
 from pipelines.errors import BadPayload, InvalidInput
+from pipelines.frame import Data, as_table
 from pipelines.tensors import (
     as_array,
     equal_list_width,
@@ -364,9 +365,10 @@ def _json_kind(value: Any) -> str:
 
 
 def encode_v2(
-    table: pa.Table, decoded: Decoded, *, model_name: str, model_version: str, parameters: dict[str, Any]
+    result: Data, decoded: Decoded, *, model_name: str, model_version: str, parameters: dict[str, Any]
 ) -> tuple[bytes, dict[str, str]]:
     """The V2 reply: JSON, or the binary extension when the request asked for it."""
+    table = as_table(result)
     schema = table.schema
     if decoded.requested_outputs is None:
         indices = list(range(len(schema)))
