@@ -478,12 +478,17 @@ class StandardScale(_Builtin[StandardScaleConfig]):
                 return None
             columns[index] = ((values - mean) / std).astype(np.float32)
         if plain:
-            if any(columns[i].ndim != 1 for i in plain):
-                return None
-            matrix = np.array([columns[i] for i in plain], dtype=np.float64)
-            scaled = np.ascontiguousarray((matrix - means) / stds, dtype=np.float32)
-            for i, values in zip(plain, scaled, strict=True):
-                columns[i] = values
+            flat = [columns[i].ndim == 1 for i in plain]
+            if not all(flat):  # tensors with one mean/std for all items, as the table path scales them
+                for i, mean, std, is_flat in zip(plain, means[:, 0], stds[:, 0], flat, strict=True):
+                    if not is_flat:
+                        columns[i] = ((columns[i] - mean) / std).astype(np.float32)
+                plain, means, stds = [i for i, f in zip(plain, flat, strict=True) if f], means[flat], stds[flat]
+            if plain:
+                matrix = np.array([columns[i] for i in plain], dtype=np.float64)
+                scaled = np.ascontiguousarray((matrix - means) / stds, dtype=np.float32)
+                for i, values in zip(plain, scaled, strict=True):
+                    columns[i] = values
         return Frame(frame.names, tuple(columns), frame.num_rows)
 
     def _frame_plan(self, names: tuple[str, ...]) -> Any:

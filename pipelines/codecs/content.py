@@ -37,15 +37,12 @@ def decode_request(
     if not body:
         raise BadPayload("the request body is empty; send the inputs as one of: " + "; ".join(SUPPORTED_TYPES))
     header_length = headers.get(HEADER_LENGTH)
-    if header_length is not None:
-        return decode_v2(body, header_length)  # the binary extension, whatever the media type says
-    fmt = wire_format(content_type)
-    if fmt is WireFormat.V2:
-        return decode_v2(body, None)
+    fmt = WireFormat.V2 if header_length is not None else wire_format(content_type)
     if fmt is WireFormat.RECORDS:
         return decode_records(body, frames=frames)
-    decoded = decode_arrow(body, fmt)
-    frame = Frame.from_arrow(decoded.table) if frames else None  # numpy views of the request's buffers
+    # V2 includes the binary extension when its header is there, whatever the media type says.
+    decoded = decode_v2(body, header_length) if fmt is WireFormat.V2 else decode_arrow(body, fmt)
+    frame = Frame.from_arrow(decoded.table) if frames else None  # numpy views of the decoded buffers
     return decoded if frame is None else replace(decoded, data=frame)
 
 
