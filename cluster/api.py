@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cluster import audit as audit_log
 from cluster.auth import Principal, Role
 from cluster.openapi_errors import with_error_replies
 from cluster.service import PENDING_RETRY_AFTER_S, ControlService
@@ -122,28 +123,11 @@ def principal(request: Request, svc: Service) -> Principal:
     except Unauthenticated as exc:
         peer = request.client.host if request.client else None
         raise svc.auth_failures.failed(client_of(dict(request.headers), peer), exc) from None
-    request.state.principal = who  # for the audit row of this request
+    audit_log.note(request, who=who)
     return who
 
 
 Who = Annotated[Principal, Depends(principal)]
-
-# Requests that change the control plane, each recorded in the audit log; explain and assay
-# previews compute without changing anything.
-AUDITED_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
-UNAUDITED_SUFFIXES = ("/explain", "/preview")
-
-
-def _audit_target(path: str) -> tuple[str | None, str] | None:
-    """(workspace, target) of an audited control-plane path, or None for paths that are not audited."""
-    if not path.startswith(API + "/") or path.endswith(UNAUDITED_SUFFIXES):
-        return None
-    rest = path[len(API) + 1 :]
-    parts = rest.split("/")
-    if parts[0] == "workspaces" and len(parts) > 1:
-        return parts[1], "/".join(parts[2:]) or "workspace"
-    return None, rest
-
 
 @dataclass(frozen=True)
 class Upload:
@@ -155,8 +139,14 @@ class Upload:
 
 
 async def editor_upload(
-    w: str, name: Annotated[str, Form()], file: Annotated[UploadFile, File()], who: Who, svc: Service
+    w: str,
+    name: Annotated[str, Form()],
+    file: Annotated[UploadFile, File()],
+    request: Request,
+    who: Who,
+    svc: Service,
 ) -> Upload:
+    audit_log.note(request, target=name)
     who.require(w, Role.editor)
     limit = svc.settings.max_payload_bytes
     data = await file.read(limit + 1)
@@ -248,23 +238,8 @@ def build_api(svc: ControlService) -> FastAPI:
     )
     app.state.service = svc
 
-    @app.middleware("http")
-    async def _audit(request: Request, call_next: Any) -> Response:
-        where = _audit_target(request.url.path) if request.method in AUDITED_METHODS else None
-        if where is None:
-            return await call_next(request)  # type: ignore[no-any-return]
-        status = 500
-        try:
-            response: Response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            who = getattr(request.state, "principal", None)
-            try:
-                record = svc.registry.record_audit
-                await asyncio.to_thread(record, who, where[0], request.method, where[1], status)
-            except Exception:  # an audit row that cannot be written must not change the reply
-                log.exception("could not write the audit row of %s %s", request.method, request.url.path)
+    # Every control-plane change leaves an audit row; cluster/audit.py names each route's action.
+    app.add_middleware(audit_log.AuditLog, registry=svc.registry, prefix=API)
 
     @app.exception_handler(CorralError)
     async def _domain(_: Request, exc: CorralError) -> Response:
@@ -288,17 +263,22 @@ def build_api(svc: ControlService) -> FastAPI:
 
     # --- workspaces and tokens --------------------------------------------------------------
     @app.post(f"{API}/workspaces", status_code=201)
-    def create_workspace(body: WorkspaceIn, who: Who) -> dict[str, str]:
-        return {"name": svc.registry.create_workspace(who, body.name)}
+    def create_workspace(body: WorkspaceIn, request: Request, who: Who) -> dict[str, str]:
+        audit_log.note(request, target=body.name)
+        name = svc.registry.create_workspace(who, body.name)
+        audit_log.note(request, workspace=name)  # its creation opens its own audit log
+        return {"name": name}
 
     @app.get(f"{API}/workspaces")
     def list_workspaces(who: Who) -> list[dict[str, str]]:
         return [{"name": n} for n in svc.registry.list_workspaces(who)]
 
     @app.post(f"{API}/workspaces/{{w}}/tokens", status_code=201)
-    def create_token(w: str, body: TokenIn, who: Who) -> dict[str, Any]:
+    def create_token(w: str, body: TokenIn, request: Request, who: Who) -> dict[str, Any]:
         """A new token `{id, token, role, expires_at}` (owner); the secret is shown only here."""
-        return svc.registry.create_token(who, w, body.role, body.expires_in)
+        created = svc.registry.create_token(who, w, body.role, body.expires_in)
+        audit_log.note(request, target=created["id"])
+        return created
 
     @app.get(f"{API}/workspaces/{{w}}/tokens")
     def list_tokens(w: str, who: Who) -> list[dict[str, Any]]:
@@ -319,7 +299,8 @@ def build_api(svc: ControlService) -> FastAPI:
         end: str | None = None,
         limit: int = Query(default=1000, ge=1, le=100_000),
     ) -> list[dict[str, Any]]:
-        """Control-plane changes in the workspace: time, token_id, role, action, target, status (owner)."""
+        """Control-plane changes in the workspace, newest first: time, token_id, role, action, target,
+        status, method, path (owner)."""
         since, until = time_range(start, end, default_span=timedelta(days=7))
         return svc.registry.audit(who, w, since, until, limit)
 

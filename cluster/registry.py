@@ -179,17 +179,29 @@ class Registry:
 
     # --- audit --------------------------------------------------------------------------------
     def record_audit(
-        self, who: Principal | None, workspace: str | None, action: str, target: str, status: int
+        self,
+        who: Principal | None,
+        workspace: str | None,
+        action: str,
+        target: str,
+        status: int,
+        *,
+        method: str | None = None,
+        path: str | None = None,
     ) -> None:
+        """One control-plane change: `action` a verb on a noun (pipeline.deploy), `target` the object's
+        name; `method` and `path` the HTTP request that made it (None for one the control plane made)."""
         with self.db.session() as s:
             s.add(
                 AuditEntry(
                     workspace=workspace,
                     token_id=who.token_id if who else None,
                     role=who.role.name if who else None,
-                    action=action,
+                    action=action[:64],
                     target=target[:512],
                     status=status,
+                    method=method,
+                    path=None if path is None else path[:1024],
                 )
             )
 
@@ -213,6 +225,8 @@ class Registry:
                     "action": r.action,
                     "target": r.target,
                     "status": r.status,
+                    "method": r.method,
+                    "path": r.path,
                 }
                 for r in rows
             ]

@@ -135,7 +135,8 @@ class Client:
     def audit(
         self, workspace: str | None = None, start: str | None = None, end: str | None = None, limit: int = 1000
     ) -> list[dict[str, Any]]:
-        """Control-plane changes, newest first: `{time, token_id, role, action, target, status}` (owner)."""
+        """Control-plane changes, newest first (owner): `{time, token_id, role, action, target, status,
+        method, path}`, `action` a verb on a noun such as `pipeline.deploy`, `target` the object's name."""
         params: dict[str, Any] = {"limit": limit} | {k: v for k, v in (("start", start), ("end", end)) if v}
         return self.request("GET", f"{self._ws(workspace)}/audit", params=params).json()  # type: ignore[no-any-return]
 

@@ -57,6 +57,9 @@ def legacy_revision(conn: Connection) -> str | None:
     schema = inspect(conn)
     tables = set(schema.get_table_names())
     token_columns = {c["name"] for c in schema.get_columns("tokens")} if "tokens" in tables else set()
+    audit_columns = {c["name"] for c in schema.get_columns("audit")} if "audit" in tables else set()
+    if audit_columns >= {"method", "path"} and token_columns >= {"expires_at", "revoked_at"}:
+        return "0003"
     if "audit" in tables and token_columns >= {"expires_at", "revoked_at"}:
         return "0002"
     if tables >= _FIRST_RELEASE_TABLES:

@@ -69,9 +69,12 @@ class AuditEntry(Base):
     workspace: Mapped[str | None] = mapped_column(String(63), nullable=True, index=True)
     token_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
     role: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    action: Mapped[str] = mapped_column(String(16))
-    target: Mapped[str] = mapped_column(String(512))
+    action: Mapped[str] = mapped_column(String(64))  # a verb on a noun: pipeline.deploy (migration 0003)
+    target: Mapped[str] = mapped_column(String(512))  # the object's name
     status: Mapped[int] = mapped_column(Integer)
+    # Added by migration 0003: the request behind the change; None for changes no request made.
+    method: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    path: Mapped[str | None] = mapped_column(String(1024), nullable=True)
 
 
 class Versioned:

@@ -206,14 +206,21 @@ def test_token_lifecycle_expiry_revocation_within_a_second_and_audit(
     assert http.delete(f"/api/v1/workspaces/default/tokens/{viewer['id']}", headers=admin_headers).status_code == 404
 
     rows = owner.audit()
-    assert rows and rows[0]["action"] == "POST" and rows[0]["target"] == "tokens" and rows[0]["status"] == 201
+    assert rows and (rows[0]["action"], rows[0]["target"], rows[0]["status"]) == ("token.create", short["id"], 201)
+    assert (rows[0]["method"], rows[0]["path"]) == ("POST", "/api/v1/workspaces/lifecycle/tokens")
     assert rows[0]["token_id"] and rows[0]["role"] == "owner"
     viewer_client = Client(corral.base_url, token=owner.create_token("viewer"), workspace="lifecycle")
     with pytest.raises(CorralAPIError) as refused:
         viewer_client.audit()
     assert refused.value.status == 403 and "owner role" in refused.value.message
     default_audit = admin.audit()
-    assert any(r["action"] == "DELETE" and r["target"] == f"tokens/{viewer['id']}" for r in default_audit)
+    tokens = "/api/v1/workspaces/default/tokens"
+    about = [(r["action"], r["status"], r["method"], r["path"]) for r in default_audit if r["target"] == viewer["id"]]
+    assert about == [  # newest first: the second revoke found no token
+        ("token.revoke", 404, "DELETE", f"{tokens}/{viewer['id']}"),
+        ("token.revoke", 204, "DELETE", f"{tokens}/{viewer['id']}"),
+        ("token.create", 201, "POST", tokens),
+    ]
 
 
 def test_repeated_failed_authentications_from_one_client_get_a_429(http) -> None:

@@ -71,7 +71,7 @@ def test_the_registry_is_in_postgresql_migrated_and_restores_the_cluster(corral:
     admin.create_workspace("pg-proof")
     engine = create_engine(corral.database_url)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"  # migrated by up
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"  # migrated by up
         assert conn.execute(text("SELECT count(*) FROM workspaces WHERE name = 'pg-proof'")).scalar() == 1
         deployed = set(conn.execute(text("SELECT workspace || '/' || name FROM pipelines WHERE deployed")).scalars())
     engine.dispose()

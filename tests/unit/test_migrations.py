@@ -25,6 +25,7 @@ SIGNATURE_IN = [{"name": "input", "datatype": "FP32", "shape": [-1, 3]}]
 SIGNATURE_OUT = [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]}]
 SPEC = {"variants": {"main": {"steps": [{"name": "model", "model": "m:1", "columns": ["a", "b", "c"]}]}}}
 CREATED = datetime(2026, 11, 20, 8, 30, tzinfo=UTC)
+HEAD = "0003"
 
 
 @pytest.fixture()
@@ -71,7 +72,7 @@ def check_upgraded_store(database_url: str, tmp_path: Path) -> None:
     registry = Registry(Database(database_url), ArtifactStore(str(tmp_path / "artifacts")))
     try:
         with registry.db.engine.connect() as conn:
-            assert migrate.current_revision(conn) == "0002"
+            assert migrate.current_revision(conn) == HEAD
         owner = registry.authenticate("old-owner")  # no expiry, not revoked: the new columns are NULL
         assert (owner.role, owner.workspace) == (Role.owner, "acme")
         [model] = registry.list_models(owner, "acme")
@@ -84,13 +85,16 @@ def check_upgraded_store(database_url: str, tmp_path: Path) -> None:
         fresh = registry.create_token(owner, "acme", "viewer", expires_in_s=3600)
         listed = {t["id"]: t for t in registry.list_tokens(owner, "acme")}
         assert listed[owner.token_id]["expires_at"] is None and listed[fresh["id"]]["expires_at"] is not None
-        registry.record_audit(owner, "acme", "DELETE", f"tokens/{owner.token_id}", 204)
+        path = f"/api/v1/workspaces/acme/tokens/{owner.token_id}"
+        registry.record_audit(owner, "acme", "token.revoke", owner.token_id, 204, method="DELETE", path=path)
         registry.revoke_token(owner, "acme", owner.token_id)
         with pytest.raises(Unauthenticated, match="was revoked"):
             registry.authenticate("old-owner")
         now = datetime.now(UTC)
         audit = registry.audit(ADMIN, "acme", CREATED, now, 10)
-        assert [(a["action"], a["status"]) for a in audit] == [("DELETE", 204)]
+        assert [(a["action"], a["target"], a["status"], a["method"], a["path"]) for a in audit] == [
+            ("token.revoke", owner.token_id, 204, "DELETE", path)
+        ]
     finally:
         registry.db.close()
 
@@ -106,8 +110,9 @@ def test_a_fresh_database_goes_straight_to_head(database_url: str, engine: sa.En
     assert revision_of(engine) is None
     Database(database_url).close()
     Database(database_url).close()  # the second start finds it at head and changes nothing
-    assert revision_of(engine) == "0002"
+    assert revision_of(engine) == HEAD
     assert {"expires_at", "revoked_at"} <= columns(engine, "tokens") and sa.inspect(engine).has_table("audit")
+    assert {"method", "path"} <= columns(engine, "audit")
 
 
 def test_a_first_release_database_upgrades_with_its_rows(database_url: str, engine: sa.Engine, tmp_path: Path) -> None:
@@ -129,6 +134,71 @@ def test_a_store_made_before_migrations_is_stamped_then_upgraded(
     check_upgraded_store(database_url, tmp_path)
 
 
+# Audit rows as revision 0002 wrote them (action the HTTP method, target the path after the prefix), and
+# the method and path 0003 derives for them.
+AUDIT_0002 = [
+    ("acme", "POST", "tokens", 201, "POST", "/api/v1/workspaces/acme/tokens"),
+    ("acme", "DELETE", "tokens/0123456789abcdef", 204, "DELETE", "/api/v1/workspaces/acme/tokens/0123456789abcdef"),
+    ("acme", "POST", "pipelines/p/deploy", 404, "POST", "/api/v1/workspaces/acme/pipelines/p/deploy"),
+    ("acme", "PATCH", "workspace", 405, "PATCH", "/api/v1/workspaces/acme"),
+    (None, "POST", "workspaces", 201, "POST", "/api/v1/workspaces"),
+]
+
+
+def audit_rows(engine: sa.Engine) -> list[tuple[object, ...]]:
+    with engine.connect() as conn:
+        query = "SELECT workspace, action, target, status, method, path FROM audit ORDER BY id"
+        return [tuple(row) for row in conn.execute(sa.text(query))]
+
+
+def test_audit_rows_of_0002_keep_their_action_and_target_and_get_their_method_and_path(
+    database_url: str, engine: sa.Engine, tmp_path: Path
+) -> None:
+    migrate.upgrade(database_url, "0002")
+    old = sa.MetaData()
+    old.reflect(engine)
+    assert "method" not in old.tables["audit"].c  # really the old schema
+    with engine.begin() as conn:
+        conn.execute(old.tables["workspaces"].insert(), {"name": "acme", "created_at": CREATED})
+        for workspace, action, target, status, _, _ in AUDIT_0002:
+            row = {"workspace": workspace, "action": action, "target": target, "status": status, "time": CREATED}
+            conn.execute(old.tables["audit"].insert(), row)
+    registry = Registry(Database(database_url), ArtifactStore(str(tmp_path / "artifacts")))
+    try:
+        assert revision_of(engine) == HEAD
+        assert audit_rows(engine) == AUDIT_0002
+        path = "/api/v1/workspaces/acme/pipelines/p/undeploy"
+        registry.record_audit(ADMIN, "acme", "pipeline.undeploy", "p", 200, method="POST", path=path)
+        newest = registry.audit(ADMIN, "acme", CREATED, datetime.now(UTC), 1)[0]
+        fields = (newest["action"], newest["target"], newest["method"], newest["path"])
+        assert fields == ("pipeline.undeploy", "p", "POST", path)  # longer than the 16 characters of 0002's actions
+    finally:
+        registry.db.close()
+
+
+def test_a_downgrade_to_0002_turns_audit_rows_back_into_its_own(
+    database_url: str, engine: sa.Engine, tmp_path: Path
+) -> None:
+    registry = Registry(Database(database_url), ArtifactStore(str(tmp_path / "artifacts")))
+    try:
+        registry.create_workspace(ADMIN, "acme")
+        for workspace, _, _, status, method, path in AUDIT_0002:
+            registry.record_audit(ADMIN, workspace, "some.action", "some-name", status, method=method, path=path)
+        registry.record_audit(ADMIN, "acme", "workspace.create", "acme", 201, method="POST", path="/api/v1/workspaces")
+        registry.record_audit(None, "acme", "rollout.advance", "p", 200)  # made by no request
+    finally:
+        registry.db.close()
+    migrate.downgrade(database_url, "0002")
+    assert revision_of(engine) == "0002" and "method" not in columns(engine, "audit")
+    with engine.connect() as conn:
+        rows = [tuple(r) for r in conn.execute(sa.text("SELECT workspace, action, target FROM audit ORDER BY id"))]
+    assert rows == [
+        *((w, a, t) for w, a, t, _, _, _ in AUDIT_0002),
+        ("acme", "POST", "workspaces"),
+        ("acme", "rollout.advance", "p"),
+    ]
+
+
 def test_a_store_of_todays_schema_made_before_migrations_is_only_stamped(
     database_url: str, engine: sa.Engine, tmp_path: Path
 ) -> None:
@@ -140,7 +210,7 @@ def test_a_store_of_todays_schema_made_before_migrations_is_only_stamped(
         conn.execute(Base.metadata.tables["tokens"].insert(), {**token, "expires_at": expires})
     registry = Registry(Database(database_url), ArtifactStore(str(tmp_path / "artifacts")))
     try:
-        assert revision_of(engine) == "0002"
+        assert revision_of(engine) == HEAD
         assert registry.list_tokens(ADMIN, "acme")[0]["expires_at"] == "2030-01-01T00:00:00Z"
     finally:
         registry.db.close()
@@ -164,7 +234,7 @@ def test_a_sqlite_store_older_than_the_first_revision_gets_the_missing_tables(tm
     assert registry.authenticate("old").is_admin  # the old token still works, with no expiry
     assert {"expires_at", "revoked_at"} <= columns(engine, "tokens")
     assert {"assays", "datasets", "audit"} <= set(sa.inspect(engine).get_table_names())
-    assert revision_of(engine) == "0002"
+    assert revision_of(engine) == HEAD
     registry.db.close()
     engine.dispose()
 
@@ -175,7 +245,8 @@ def test_downgrade_to_the_first_release_and_back(database_url: str, engine: sa.E
     assert revision_of(engine) == "0001" and "expires_at" not in columns(engine, "tokens")
     assert not sa.inspect(engine).has_table("audit")
     migrate.upgrade(database_url)
-    assert revision_of(engine) == "0002" and "expires_at" in columns(engine, "tokens")
+    assert revision_of(engine) == HEAD and "expires_at" in columns(engine, "tokens")
+    assert {"method", "path"} <= columns(engine, "audit")
 
 
 def test_processes_starting_at_once_migrate_once(database_url: str, engine: sa.Engine) -> None:
@@ -198,4 +269,4 @@ def test_processes_starting_at_once_migrate_once(database_url: str, engine: sa.E
         thread.join(timeout=60)
     assert errors == []
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD]

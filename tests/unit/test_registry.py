@@ -226,16 +226,19 @@ def test_tokens_expire_are_listed_without_secrets_and_revoke_by_id(registry: Reg
 def test_audit_rows_come_back_newest_first_for_owners_only(registry: Registry) -> None:
     registry.create_workspace(ADMIN, "au")
     owner = registry.authenticate(registry.create_token(ADMIN, "au", "owner")["token"])
-    registry.record_audit(owner, "au", "PUT", "pipelines/p", 201)
-    registry.record_audit(None, "au", "POST", "pipelines/p/deploy", 401)
-    registry.record_audit(owner, "other", "PUT", "pipelines/q", 201)
+    ws = "/api/v1/workspaces/au"
+    registry.record_audit(owner, "au", "pipeline.apply", "p", 201, method="PUT", path=f"{ws}/pipelines/p")
+    registry.record_audit(None, "au", "pipeline.deploy", "p", 401, method="POST", path=f"{ws}/pipelines/p/deploy")
+    registry.record_audit(owner, "other", "pipeline.apply", "q", 201)
+    registry.record_audit(None, "au", "rollout.advance", "p", 200)  # made by the control plane, no request
     now = datetime.now(UTC)
     rows = registry.audit(owner, "au", now - timedelta(minutes=1), now + timedelta(minutes=1), 10)
-    assert [(r["action"], r["target"], r["status"], r["token_id"]) for r in rows] == [
-        ("POST", "pipelines/p/deploy", 401, None),
-        ("PUT", "pipelines/p", 201, owner.token_id),
+    assert [(r["action"], r["target"], r["status"], r["token_id"], r["method"], r["path"]) for r in rows] == [
+        ("rollout.advance", "p", 200, None, None, None),
+        ("pipeline.deploy", "p", 401, None, "POST", f"{ws}/pipelines/p/deploy"),
+        ("pipeline.apply", "p", 201, owner.token_id, "PUT", f"{ws}/pipelines/p"),
     ]
-    assert rows[1]["role"] == "owner" and rows[0]["time"].endswith("Z")
+    assert rows[2]["role"] == "owner" and rows[0]["time"].endswith("Z")
     viewer = registry.authenticate(registry.create_token(ADMIN, "au", "viewer")["token"])
     with pytest.raises(Forbidden):
         registry.audit(viewer, "au", now - timedelta(minutes=1), now, 10)
