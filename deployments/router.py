@@ -250,11 +250,14 @@ class PipelineRouter:
     # --- HTTP -----------------------------------------------------------------------------------
     async def __call__(self, request: Request) -> Response:
         # Straight from the ASGI scope: request.headers and request.url build objects per request.
+        admission = self.edge.admission
+        arrived_at = admission.arrival() if admission is not None else None  # before the body is read
         scope = request.scope
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
         reply = self.edge.refuse_early(headers)
         if reply is None:
-            reply = await self.edge.handle(request.method, scope["path"], headers, await request.body())
+            body = await request.body()
+            reply = await self.edge.handle(request.method, scope["path"], headers, body, arrived_at)
         status, reply_headers, payload = reply
         return Response(payload, status_code=status, headers=reply_headers)
 

@@ -66,7 +66,13 @@ class HttpEdge:
             return error_parts(self.too_large(int(length)))
         return None
 
-    async def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
+    async def handle(
+        self, method: str, path: str, headers: dict[str, str], body: bytes, arrived_at: float | None = None
+    ) -> Reply:
+        """One request; `arrived_at` (time.monotonic) when the caller knows when it arrived, else
+        now (less the event loop's delay): its deadline counts from then."""
+        if arrived_at is None and self.admission is not None:
+            arrived_at = self.admission.arrival()
         suffix = (path[len(self.prefix) :] if path.startswith(self.prefix) else path).rstrip("/")
         is_infer = suffix.endswith("/infer")
         try:
@@ -75,7 +81,7 @@ class HttpEdge:
                 suffix = self._strip_version(suffix, config)
             if suffix == "/infer" and method == "POST":
                 await self.auth.authorize(headers)
-                return await self._admitted_infer(headers, body, config)
+                return await self._admitted_infer(headers, body, config, arrived_at)
             if suffix == "/ready" and method == "GET":
                 probe = headers.get(PROBE_HEADER)
                 digest = hashlib.sha256(probe.encode()).hexdigest() if probe else ""
@@ -98,14 +104,18 @@ class HttpEdge:
                 self.count_request(reply[0], "")
             return reply
 
-    async def _admitted_infer(self, headers: dict[str, str], body: bytes, config: RouterConfig) -> Reply:
-        """`_infer` within the replica's queue bound and the request's deadline (serving.admission)."""
+    async def _admitted_infer(
+        self, headers: dict[str, str], body: bytes, config: RouterConfig, arrived_at: float | None = None
+    ) -> Reply:
+        """`_infer` within the replica's queue bound and the request's deadline, counted from its
+        arrival (serving.admission)."""
         if self.admission is None:
             return await self._infer(headers, body, config)
         timeout_s = self.admission.timeout_s(headers)
-        self.admission.admit()
+        remaining_s = self.admission.remaining_s(timeout_s, arrived_at)
+        self.admission.admit(remaining_s)
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(remaining_s):
                 return await self._infer(headers, body, config)
         except TimeoutError:
             raise DeadlineExceeded(

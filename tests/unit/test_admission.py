@@ -120,3 +120,83 @@ def test_a_lagging_event_loop_refuses_new_requests_until_it_catches_up() -> None
         assert admission.in_flight == 1
 
     asyncio.run(scenario())
+
+
+class Serial:
+    """A segment that serves one request at a time, each taking `seconds` (a saturated step)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.lock = asyncio.Lock()
+        self.entered = 0
+
+    async def __call__(self, table: pa.Table) -> pa.Table:
+        self.entered += 1
+        async with self.lock:
+            await asyncio.sleep(self.seconds)
+        return table.append_column("y", table["x"])
+
+
+def test_a_request_whose_expected_wait_exceeds_its_deadline_is_shed_at_once_with_retry_after() -> None:
+    async def scenario() -> None:
+        serial = Serial(0.02)  # 50 requests per second at most
+        edge, admission = make(serial, max_queued_requests=1000, default_timeout_s=10.0)
+        backlog = [asyncio.create_task(infer(edge)) for _ in range(80)]  # 1.6 s of work queued at once
+        await asyncio.sleep(0.3)  # a few completions: the replica now knows its rate
+        assert admission.completion_rate is not None and admission.expected_wait_s() > 0.5
+        entered = serial.entered
+        status, headers, body = await infer(edge, **{"x-corral-timeout-ms": "500"})
+        assert status == 503, body
+        assert int(headers["retry-after"]) >= 1
+        assert "waits about" in body["error"] and "X-Corral-Timeout-Ms" in body["error"]
+        assert serial.entered == entered  # shed before any of its work started
+        # A request with time enough is admitted and answered, behind the others.
+        patient = await infer(edge, **{"x-corral-timeout-ms": "10000"})
+        assert patient[0] == 200
+        assert all(reply[0] == 200 for reply in await asyncio.gather(*backlog))
+
+    asyncio.run(scenario())
+
+
+def test_a_request_that_waited_past_its_deadline_before_the_router_read_it_is_refused_not_started() -> None:
+    async def scenario() -> None:
+        gate = Gate()
+        edge, _ = make(gate)
+        status, headers, body = await edge_reply(edge, arrived_at=time.monotonic() - 2.0, timeout_ms="1000")
+        assert status == 503 and headers["retry-after"] == "1"
+        assert "0 ms left of this one's deadline" in body["error"]
+        assert gate.entered == 0
+
+    asyncio.run(scenario())
+
+
+async def edge_reply(edge: HttpEdge, *, arrived_at: float, timeout_ms: str) -> tuple[int, dict[str, str], Any]:
+    headers = {**RECORDS, "x-corral-timeout-ms": timeout_ms}
+    status, reply_headers, body = await edge.handle("POST", PREFIX + "/infer", headers, ROW, arrived_at)
+    return status, reply_headers, orjson.loads(body)
+
+
+def test_the_budget_counts_from_arrival_less_the_event_loops_delay() -> None:
+    admission = Admission(max_queued_requests=10, max_queue_delay_s=1.0, default_timeout_s=5.0)
+    now = time.monotonic()
+    assert 0.25 < admission.remaining_s(0.8, arrived_at=now - 0.5) <= 0.3
+    admission.loop_delay_s = 0.4  # as the probe would have measured it
+    assert admission.arrival() <= time.monotonic() - 0.4
+    assert 0.55 < admission.remaining_s(1.0) <= 0.6
+
+
+def test_with_too_few_recent_completions_nothing_is_shed_on_the_wait_estimate() -> None:
+    async def scenario() -> None:
+        gate = Gate()
+        edge, admission = make(gate, max_queued_requests=100)
+        held = [asyncio.create_task(infer(edge, **{"x-corral-timeout-ms": "60000"})) for _ in range(20)]
+        await asyncio.sleep(0.2)  # probes tick, but nothing completes: the rate is unknown
+        assert admission.completion_rate is None and admission.expected_wait_s() == 0.0
+        late = asyncio.create_task(infer(edge, **{"x-corral-timeout-ms": "100"}))
+        await asyncio.sleep(0.01)
+        assert gate.entered == 21  # admitted and started, not shed
+        gate.release.set()
+        assert (await late)[0] == 200
+        assert all(reply[0] == 200 for reply in await asyncio.gather(*held))
+
+    asyncio.run(scenario())
