@@ -40,8 +40,9 @@ def decode_request(
     fmt = WireFormat.V2 if header_length is not None else wire_format(content_type)
     if fmt is WireFormat.RECORDS:
         return decode_records(body, frames=frames)
-    # V2 includes the binary extension when its header is there, whatever the media type says.
-    decoded = decode_v2(body, header_length) if fmt is WireFormat.V2 else decode_arrow(body, fmt)
+    if fmt is WireFormat.V2:  # the binary extension too when its header is there, whatever the media type
+        return decode_v2(body, header_length, frames=frames)
+    decoded = decode_arrow(body, fmt)
     frame = Frame.from_arrow(decoded.table) if frames else None  # numpy views of the decoded buffers
     return decoded if frame is None else replace(decoded, data=frame)
 

@@ -7,8 +7,10 @@ full shape in the field metadata (see pipelines.tensors). Replies map columns ba
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,7 +19,7 @@ import pyarrow as pa
 
 from pipelines.codecs.base import JSON_OPTIONS, Decoded, WireFormat, json_default
 from pipelines.errors import BadPayload, InvalidInput
-from pipelines.frame import Data, as_table
+from pipelines.frame import Data, Frame, as_table, frame_column_ok, frame_of
 from pipelines.tensors import (
     as_array,
     equal_list_width,
@@ -75,8 +77,9 @@ def v2_datatype(arrow_type: pa.DataType) -> str:
 # ---------------------------------------------------------------- decode
 
 
-def decode_v2(body: bytes, header_length: str | None) -> Decoded:
-    """Decode a V2 request; `header_length` is the binary extension's header, if sent."""
+def decode_v2(body: bytes, header_length: str | None, *, frames: bool = False) -> Decoded:
+    """Decode a V2 request; `header_length` is the binary extension's header, if sent. With
+    `frames`, numeric tensors of rank 1 or 2 come as a Frame (pipelines.frame), the decoded arrays as they are."""
     view = memoryview(body)
     if header_length is None:
         head, tail = view, view[:0]
@@ -111,8 +114,8 @@ def decode_v2(body: bytes, header_length: str | None) -> Decoded:
         raise InvalidInput(f"the request 'parameters' must be an object, got {_json_kind(parameters)}")
     requested, binary = _outputs(request.get("outputs"))
     binary = binary or parameters.get("binary_data_output") is True
-    table = _inputs_table(inputs, tail, header_length is not None)
-    return Decoded(table, WireFormat.V2, request_id, binary, requested, parameters)
+    data = _inputs_table(inputs, tail, header_length is not None, frames)
+    return Decoded(data, WireFormat.V2, request_id, binary, requested, parameters)
 
 
 def _header_size(header_length: str, body_size: int) -> int:
@@ -146,7 +149,8 @@ def _outputs(outputs: Any) -> tuple[tuple[str, ...] | None, bool]:
     return (tuple(names) or None), binary
 
 
-def _inputs_table(inputs: list[Any], tail: memoryview, has_binary: bool) -> pa.Table:
+def _inputs_table(inputs: list[Any], tail: memoryview, has_binary: bool, frames: bool) -> pa.Table | Frame:
+    decoded: list[tuple[np.ndarray | pa.Array, str, list[int]]] = []
     arrays: list[pa.Array] = []
     names: list[str] = []
     metadata_by_name: dict[str, dict[bytes, bytes]] = {}
@@ -185,11 +189,8 @@ def _inputs_table(inputs: list[Any], tail: memoryview, has_binary: bool) -> pa.T
                 f"inputs have different first dimensions (batch sizes): {first[0]!r} has {first[1]} rows, "
                 f"{name!r} has {shape[0]}; send the same number of rows for every input"
             )
-        array, metadata = _column(values, datatype, shape)
-        arrays.append(array)
+        decoded.append((values, datatype, shape))
         names.append(name)
-        if metadata is not None:
-            metadata_by_name[name] = metadata
     if cursor != len(tail):
         raise BadPayload(
             f"{len(tail) - cursor} bytes follow the binary tensors; binary_data_size values must add up "
@@ -197,6 +198,14 @@ def _inputs_table(inputs: list[Any], tail: memoryview, has_binary: bool) -> pa.T
         )
     if len(names) > 1 and len(set(names)) != len(names):
         raise InvalidInput("two inputs have the same name; give every input tensor its own name")
+    frame = _frame(names, decoded) if frames else None
+    if frame is not None:
+        return frame
+    for name, (values, datatype, shape) in zip(names, decoded, strict=True):
+        array, metadata = _column(values, datatype, shape)
+        arrays.append(array)
+        if metadata is not None:
+            metadata_by_name[name] = metadata
     if not metadata_by_name:
         return pa.Table.from_arrays(arrays, names=names)
     fields = [
@@ -204,6 +213,20 @@ def _inputs_table(inputs: list[Any], tail: memoryview, has_binary: bool) -> pa.T
         for name, array in zip(names, arrays, strict=True)
     ]
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _frame(names: list[str], decoded: list[tuple[np.ndarray | pa.Array, str, list[int]]]) -> Frame | None:
+    """The tensors as frame columns ([N] and [N, 1] plain, [N, k] 2-D), or None for strings, FP16
+    and rank >= 3 (whose shape travels in field metadata): those take the table path."""
+    columns = []
+    for values, datatype, shape in decoded:
+        if not isinstance(values, np.ndarray) or datatype in ("FP16", "BYTES") or len(shape) > 2:
+            return None
+        column = values if len(shape) == 1 or shape[1] == 1 else values.reshape(shape[0], shape[1])
+        if not frame_column_ok(column):
+            return None
+        columns.append(column)
+    return Frame(tuple(names), tuple(columns), decoded[0][2][0])
 
 
 def _input_header(i: int, spec: Any) -> tuple[str, list[int], str]:
@@ -368,38 +391,28 @@ def encode_v2(
     result: Data, decoded: Decoded, *, model_name: str, model_version: str, parameters: dict[str, Any]
 ) -> tuple[bytes, dict[str, str]]:
     """The V2 reply: JSON, or the binary extension when the request asked for it."""
-    table = as_table(result)
-    schema = table.schema
-    if decoded.requested_outputs is None:
-        indices = list(range(len(schema)))
-    else:
-        indices = [schema.get_field_index(name) for name in decoded.requested_outputs]
-        if min(indices) < 0:
-            names = table.column_names
-            unknown = [n for n in decoded.requested_outputs if n not in names]
+    columns = _output_tensors(result)
+    if decoded.requested_outputs is not None:
+        by_name = dict(columns)
+        unknown = [n for n in decoded.requested_outputs if n not in by_name]
+        if unknown:
             raise InvalidInput(
-                f"requested outputs {unknown} do not exist; this pipeline returns {names}. Ask for those "
+                f"requested outputs {unknown} do not exist; this pipeline returns {list(by_name)}. Ask for those "
                 "names or leave 'outputs' out to get all of them"
             )
-    rows = table.num_rows
+        columns = [(name, by_name[name]) for name in decoded.requested_outputs]
     outputs: list[dict[str, Any]] = []
     raw: list[bytes] = []
-    for index in indices:
-        field = schema.field(index)
-        datatype, shape, data = _tensor(field, table.column(index), rows)
+    for name, tensor in columns:
+        datatype, shape, data = tensor()
         if decoded.binary_output:
-            blob = _raw_bytes(data, datatype, field.name)
+            blob = _raw_bytes(data, datatype, name)
             raw.append(blob)
             outputs.append(
-                {
-                    "name": field.name,
-                    "datatype": datatype,
-                    "shape": shape,
-                    "parameters": {"binary_data_size": len(blob)},
-                }
+                {"name": name, "datatype": datatype, "shape": shape, "parameters": {"binary_data_size": len(blob)}}
             )
         else:
-            outputs.append({"name": field.name, "datatype": datatype, "shape": shape, "data": data})
+            outputs.append({"name": name, "datatype": datatype, "shape": shape, "data": data})
     reply: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
     if decoded.request_id is not None:
         reply["id"] = decoded.request_id
@@ -414,7 +427,32 @@ def encode_v2(
     }
 
 
-def _tensor(field: pa.Field, column: pa.ChunkedArray, rows: int) -> tuple[str, list[int], Any]:
+Tensor = tuple[str, list[int], Any]  # (datatype, shape, flat row-major data as numpy or a list)
+
+
+def _output_tensors(result: Data) -> list[tuple[str, Callable[[], Tensor]]]:
+    """Each output column's name and how to make its tensor (made only for the outputs asked for)."""
+    frame = frame_of(result)
+    if frame is not None:  # numbers without nulls, whichever path made them: one encoder
+        return [
+            (name, functools.partial(_frame_tensor, column, frame.num_rows))
+            for name, column in zip(frame.names, frame.columns, strict=True)
+        ]
+    table = as_table(result)
+    return [
+        (field.name, functools.partial(_tensor, field, column, table.num_rows))
+        for field, column in zip(table.schema, table.columns, strict=True)
+    ]
+
+
+def _frame_tensor(column: np.ndarray, rows: int) -> Tensor:
+    """The tensor of a frame column: what `_tensor` gives for the same values as Arrow."""
+    datatype = v2_datatype(pa.from_numpy_dtype(column.dtype))
+    shape = [rows] if column.ndim == 1 else [rows, column.shape[1]]
+    return datatype, shape, column.reshape(-1)
+
+
+def _tensor(field: pa.Field, column: pa.ChunkedArray, rows: int) -> Tensor:
     """(datatype, shape, flat row-major data as numpy or a list) of one output column."""
     array = as_array(column)
     if pa.types.is_dictionary(array.type):
