@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -62,6 +63,7 @@ from serving.segments import CoalescingSegment, InlineSegment, Segment
 from serving.shadows import ShadowOutcome
 
 log = logging.getLogger("corral.router")
+GIL_SWITCH_INTERVAL_S = 0.0002
 
 # One segment of a variant as the app builder binds it: {"inline": [step spec dicts]} or
 # {"own": [bound step deployments]} (Serve turns those into handles before __init__).
@@ -153,6 +155,12 @@ class PipelineRouter:
         inline_threads: int = 2,
     ) -> None:
         bounds = RouterLimits.model_validate(limits)
+        # The event loop (HTTP, admission, deadlines) shares the GIL with inline steps' worker threads.
+        # A thread that waits for the GIL gets it only when the holder has run a switch interval
+        # (5 ms by default), and the loop gives it up at every socket call: with two threads in a
+        # GIL-bound step it took seconds per loop turn, and 1 s deadlines were answered after 8 s
+        # (tests/integration/test_overload.py). A short interval keeps the loop's turns short.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self.workspace = workspace
         self.pipeline = pipeline
         self.fetch_artifact = fetch_artifact

@@ -34,6 +34,19 @@ class Slow:
     def __call__(self, table):
         time.sleep(self.seconds)
         return table
+
+
+class Busy:
+    """Pure Python work holding the GIL for `seconds` a call (a CPU-bound pre-processing step)."""
+
+    def __init__(self, config):
+        self.seconds = config.get("seconds", 0.02)
+
+    def __call__(self, table):
+        end = time.perf_counter() + self.seconds
+        while time.perf_counter() < end:
+            pass
+        return table
 '''
 
 

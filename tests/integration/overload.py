@@ -1,7 +1,9 @@
 """A closed-loop overload client for the deadline tests: many keep-alive connections on one event loop.
 
 Each client sends the same request again as soon as it has its reply, for a fixed time, and records
-every reply's status, Retry-After header and client-seen seconds (send to last byte). Raw asyncio
+every reply's status, Retry-After header and client-seen seconds (send to last byte). A kept-alive
+connection the server closed before reading the next request is reopened and the request sent
+again (what HTTP clients do; HAProxy closes its connections when Serve reloads it), and counted. Raw asyncio
 streams speaking just enough HTTP/1.1 (Content-Length replies, what Serve sends): httpx costs about
 ten times the client CPU per request, and on two cores the client competes with the server.
 """
@@ -19,12 +21,14 @@ class Reply:
     status: int  # 0: the connection failed (reset, refused, cut)
     seconds: float
     retry_after: str | None
+    error: str | None = None  # what failed, for status 0
 
 
 async def _client(
-    host: str, port: int, request: bytes, until: float, replies: list[Reply], timeout_s: float
+    host: str, port: int, request: bytes, until: float, replies: list[Reply], timeout_s: float, stale: list[int]
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port)
+    reused = False
     try:
         while time.monotonic() < until:
             started = time.monotonic()
@@ -33,11 +37,24 @@ async def _client(
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout_s)
                 status, length, retry_after = _parse_head(head)
                 await asyncio.wait_for(reader.readexactly(length), timeout_s)
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-                replies.append(Reply(0, time.monotonic() - started, None))
+            except asyncio.IncompleteReadError as exc:
                 writer.close()
                 reader, writer = await asyncio.open_connection(host, port)
+                if reused and not exc.partial:
+                    # The server closed this kept-alive connection before reading the request (HAProxy
+                    # does when Serve reloads it): not a reply. Send it again, as HTTP clients do.
+                    stale.append(1)
+                    reused = False
+                    continue
+                replies.append(Reply(0, time.monotonic() - started, None, f"{type(exc).__name__}: {exc}"))
                 continue
+            except (OSError, asyncio.LimitOverrunError, TimeoutError) as exc:
+                replies.append(Reply(0, time.monotonic() - started, None, f"{type(exc).__name__}: {exc}"))
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+                reused = False
+                continue
+            reused = True
             replies.append(Reply(status, time.monotonic() - started, retry_after))
     finally:
         writer.close()
@@ -59,21 +76,25 @@ def _parse_head(head: bytes) -> tuple[int, int, str | None]:
 
 def closed_loop(
     url: str, body: bytes, headers: dict[str, str], *, clients: int, seconds: float, timeout_s: float = 120.0
-) -> list[Reply]:
-    """`clients` connections each sending POST `url` back to back for `seconds`; every reply."""
+) -> tuple[list[Reply], int]:
+    """`clients` connections each sending POST `url` back to back for `seconds`: every reply, and how
+    many times a kept-alive connection was found closed (the request then sent again)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     lines = [f"POST {parts.path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body)}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
     replies: list[Reply] = []
+    stale: list[int] = []
 
     async def run() -> None:
         until = time.monotonic() + seconds
-        await asyncio.gather(*(_client(host, port, request, until, replies, timeout_s) for _ in range(clients)))
+        await asyncio.gather(
+            *(_client(host, port, request, until, replies, timeout_s, stale) for _ in range(clients))
+        )
 
     asyncio.run(run())
-    return replies
+    return replies, len(stale)
 
 
 def percentile(values: list[float], q: float) -> float:
