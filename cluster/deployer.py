@@ -13,17 +13,20 @@ import httpx
 from ray import serve
 
 from cluster.app_builder import build_app, inline_models, router_config
+from cluster.demand import PendingDemand
 from cluster.registry import Registry
-from cluster.settings import CorralSettings
+from cluster.settings import MAX_DEPLOY_TIMEOUT_S, CorralSettings
 from cluster.store.tables import PipelineVersion
 from deployments.names import app_name, route_prefix
-from pipelines.errors import InvalidInput, NotReady
-from pipelines.placement import shortfall
+from deployments.ray_private import autoscaler
+from pipelines.errors import BadPayload, InvalidInput, NotReady
+from pipelines.placement import Autoscaler, refusal, shortfall, startup_bundles
 from pipelines.spec import PipelineSpec, TrafficSpec
 from serving.http import PROBE_HEADER
 
 log = logging.getLogger("corral.deployer")
 POLL_S = 0.25
+UNPLACEABLE_RETRY_AFTER_S = 10
 
 
 class Deployer:
@@ -37,6 +40,7 @@ class Deployer:
         self.deploying: set[str] = set()
         # Deployed in the store but unplaceable on this cluster (app name -> why); see ControlService.restore.
         self.pending: dict[str, str] = {}
+        self.demand = PendingDemand()
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
         self.local_url = f"http://{host}:{settings.port}"
 
@@ -54,14 +58,22 @@ class Deployer:
         """Deploy `pv` (new, upgrade or rollback) and return once it answers HTTP; on failure, or when
         it does not within `timeout_s` (default CORRAL_DEPLOY_TIMEOUT_S), restore the old one."""
         app = app_name(workspace, name)
+        budget_s = timeout_s or self.settings.deploy_timeout_s
+        if budget_s > MAX_DEPLOY_TIMEOUT_S:
+            raise BadPayload(
+                f"a deploy waits at most {MAX_DEPLOY_TIMEOUT_S:g} s (X-Corral-Timeout-Ms: "
+                f"{MAX_DEPLOY_TIMEOUT_S * 1000:.0f}): the proxy drops a connection held longer; send a shorter "
+                "deadline, and deploy again if it runs out"
+            )
         async with self.lock(app):
             spec = PipelineSpec.model_validate(pv.spec)
             traffic = traffic or spec.traffic
+            await self._refuse_unplaceable(name, spec)  # before anything changes: the old version keeps serving
             previous = await asyncio.to_thread(self.registry.pipeline_state, workspace, name)
             self.deploying.add(app)
-            self.pending.pop(app, None)
+            await self.clear_pending(app)
             try:
-                await self._run(workspace, name, pv, spec, traffic, timeout_s or self.settings.deploy_timeout_s)
+                await self._run(workspace, name, pv, spec, traffic, budget_s)
             except Exception:
                 await self._recover(workspace, name, previous)
                 raise
@@ -69,6 +81,33 @@ class Deployer:
                 self.deploying.discard(app)
             await asyncio.to_thread(self.registry.mark_deployed, workspace, name, pv.version, traffic)
             return {"name": name, "version": pv.version, "status": "running", "traffic": traffic.model_dump()}
+
+    async def _refuse_unplaceable(self, name: str, spec: PipelineSpec) -> None:
+        """A 503 at once for a pipeline that does not fit the cluster when nothing can add a node
+        that it would fit; with an autoscaler that may, the deploy waits for it (see _wait_live)."""
+        totals = await asyncio.to_thread(cluster_totals)
+        if shortfall(spec, totals) is None:
+            return
+        reason = refusal(spec, totals, await asyncio.to_thread(_autoscaler_or_unknown))
+        if reason is not None:
+            raise NotReady(
+                f"pipeline {name!r} cannot start: it {reason}. Add a node with those resources (`ray start "
+                "--address=HEAD:6379` with them, or a node type the autoscaler can add) and deploy again, "
+                "or deploy a version that asks for less",
+                UNPLACEABLE_RETRY_AFTER_S,
+            )
+
+    async def set_pending(self, app: str, reason: str, spec: PipelineSpec | None) -> None:
+        """Mark a deployed pipeline pending; with its `spec`, ask Ray's autoscaler for what it needs."""
+        self.pending[app] = reason
+        if spec is not None:
+            await asyncio.to_thread(self.demand.ask, app, startup_bundles(spec))
+
+    async def clear_pending(self, app: str) -> None:
+        """Not pending any more: it deploys (the demand's reservation would hold its resources) or goes."""
+        self.pending.pop(app, None)
+        if app in self.demand.groups:
+            await asyncio.to_thread(self.demand.drop, app)
 
     async def _run(
         self,
@@ -138,7 +177,7 @@ class Deployer:
             raise NotReady(
                 f"pipeline {name!r} did not start within {timeout_s:g} s: it {reason}. Add a node with those "
                 "resources (or let the autoscaler add one and deploy again), or deploy a version that asks for less",
-                10,
+                UNPLACEABLE_RETRY_AFTER_S,
             )
         what = "does not answer on its route" if not routed else "did not become healthy"
         last = f" (Serve: {status['status']}: {status['message']})" if status is not None and status["message"] else ""
@@ -162,7 +201,7 @@ class Deployer:
     async def undeploy(self, workspace: str, name: str) -> None:
         app = app_name(workspace, name)
         async with self.lock(app):
-            self.pending.pop(app, None)
+            await self.clear_pending(app)
             await asyncio.to_thread(serve.delete, app)
             await asyncio.to_thread(self.registry.mark_undeployed, workspace, name)
 
@@ -227,3 +266,13 @@ def cluster_totals() -> dict[str, float]:
     import ray
 
     return {key: float(value) for key, value in ray.cluster_resources().items()}
+
+
+def _autoscaler_or_unknown() -> Autoscaler | None:
+    """What can add nodes (see deployments.ray_private.autoscaler); when Ray will not say, an
+    autoscaler of unknown reach, so that a deploy waits for its deadline rather than being refused."""
+    try:
+        return autoscaler()
+    except Exception:
+        log.warning("could not tell whether an autoscaler runs; a deploy that does not fit waits", exc_info=True)
+        return Autoscaler()

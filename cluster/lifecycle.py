@@ -18,7 +18,7 @@ import httpx
 from cluster import ray_driver
 from cluster.auth import hash_token, new_token
 from cluster.ports import holders
-from cluster.settings import CorralSettings
+from cluster.settings import MAX_DEPLOY_TIMEOUT_S, CorralSettings
 from deployments.names import (
     ASSAYS_APP,
     CONTROL_APP,
@@ -44,6 +44,12 @@ RAY_PROCESS_ENV = {
     # proxies can drop it first; its default, 30 s, made every undeploy and `corral down` take over
     # 30 s. HAProxy here learns of a stopping replica within a second and retries refused connections.
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
+    # Every app or replica change reloads HAProxy; the old process keeps the connections it holds
+    # for this long, then closes them unanswered. At Serve's 120 s, a deploy waiting out its 300 s
+    # deadline got no reply at all (seen: disconnected after 120.4 s). A minute above the longest
+    # deploy wait covers Serve's stop of an unplaced replica after the deadline. (Serve also holds
+    # a released replica port out of use this long + 30 s: 1,000 ports per node.)
+    "RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S": str(int(MAX_DEPLOY_TIMEOUT_S) + 60),
 }
 
 

@@ -258,8 +258,9 @@ class Pipeline:
 
     def deploy(self, version: int | None = None, *, timeout_s: float | None = None) -> dict[str, Any]:
         """Deploy the latest version (or `version`: an older one rolls back); returns once it serves.
-        Past `timeout_s` (default: the server's CORRAL_DEPLOY_TIMEOUT_S) a 503 says why it did not
-        start, e.g. the resources the cluster lacks, and the old version keeps serving."""
+        Past `timeout_s` (default: the server's CORRAL_DEPLOY_TIMEOUT_S, at most 600 s) a 503 says why
+        it did not start, e.g. the resources the cluster lacks, and the old version keeps serving; one
+        that cannot fit when no autoscaler can add the node is that 503 at once."""
         body = {"version": version} if version is not None else {}
         headers = {"x-corral-timeout-ms": str(max(1, int(timeout_s * 1000)))} if timeout_s is not None else {}
         path = f"{self._path}/deploy"

@@ -243,7 +243,7 @@ class ControlService:
         try:
             pv, reason = await self._placement(state, totals)
             if reason is not None:
-                self.deployer.pending[app_name(state.workspace, state.name)] = reason
+                await self._pend(app_name(state.workspace, state.name), pv, reason)
                 log.warning("%s/%s is pending: %s", state.workspace, state.name, reason)
                 return {**row, "status": "pending", "reason": reason}
             traffic = TrafficSpec.model_validate(state.traffic) if state.traffic else None
@@ -252,6 +252,10 @@ class ControlService:
         except CorralError as exc:
             log.error("could not restore %s/%s: %s", state.workspace, state.name, exc.message)
             return {**row, "status": "failed", "error": exc.message}
+
+    async def _pend(self, app: str, pv: PipelineVersion, reason: str) -> None:
+        """Mark an unplaceable pipeline pending, its demand shown to Ray's autoscaler (cluster.demand)."""
+        await self.deployer.set_pending(app, reason, PipelineSpec.model_validate(pv.spec))
 
     async def _placement(self, state: Pipeline, totals: dict[str, float]) -> tuple[PipelineVersion, str | None]:
         """A deployed pipeline's version and why the cluster (`totals`) cannot place it, or None."""
@@ -273,9 +277,9 @@ class ControlService:
         state = await asyncio.to_thread(self.registry.pipeline_state, workspace, name)
         if state is None or not state.deployed or state.deployed_version is None:
             return None
-        _, reason = await self._placement(state, await asyncio.to_thread(cluster_totals))
+        pv, reason = await self._placement(state, await asyncio.to_thread(cluster_totals))
         if reason is not None:
-            self.deployer.pending[app] = reason
+            await self._pend(app, pv, reason)
             self._watch_pending()
         return reason
 
@@ -297,11 +301,11 @@ class ControlService:
     async def _start_if_fits(self, app: str, totals: dict[str, float]) -> None:
         state = await asyncio.to_thread(self._deployed_state_of, app)
         if state is None or state.deployed_version is None:  # undeployed (or deleted) meanwhile
-            self.deployer.pending.pop(app, None)
+            await self.deployer.clear_pending(app)
             return
         pv, reason = await self._placement(state, totals)
         if reason is not None:
-            self.deployer.pending[app] = reason
+            await self._pend(app, pv, reason)
             return
         log.info("%s fits the cluster now: deploying it", app)
         traffic = TrafficSpec.model_validate(state.traffic) if state.traffic else None
@@ -309,7 +313,8 @@ class ControlService:
             await self.deployer.deploy(state.workspace, state.name, pv, traffic)
         except CorralError as exc:
             log.error("pending %s fits but did not start: %s", app, exc.message)
-            self.deployer.pending[app] = f"it fits the cluster but did not start: {exc.message}"
+            # Not a resource it lacks: no demand to show (the deploy removed the placement group).
+            await self.deployer.set_pending(app, f"it fits the cluster but did not start: {exc.message}", None)
 
     def _deployed_state_of(self, app: str) -> Pipeline | None:
         for state in self.registry.deployed_pipelines():

@@ -10,6 +10,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipelines.storage import child_location
 
+# The longest a deploy call waits. Serve's HAProxy keeps a connection only so long after it reloads
+# (every app or replica change reloads it): lifecycle gives it a minute more than this.
+MAX_DEPLOY_TIMEOUT_S = 600.0
+
 
 class CorralSettings(BaseSettings):
     """Every knob of Corral, read from `CORRAL_*` environment variables."""
@@ -40,7 +44,9 @@ class CorralSettings(BaseSettings):
     inline_threads: int = Field(
         default=2, ge=1, le=64, description="worker threads per router replica for inline steps on large tables"
     )
-    deploy_timeout_s: float = Field(default=300, gt=0)
+    deploy_timeout_s: float = Field(
+        default=300, gt=0, le=MAX_DEPLOY_TIMEOUT_S, description="a deploy's deadline unless X-Corral-Timeout-Ms says"
+    )
     max_json_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, description="body limit of the control API's JSON endpoints"
     )

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipelines.placement import Autoscaler, NodeType
+
 
 def replica_assigned(response: Any) -> bool:
     """Whether Serve has given a DeploymentResponse's request to a replica yet.
@@ -45,3 +47,70 @@ def turn_off_auto_connect() -> None:
     from ray._private import auto_init_hook
 
     auto_init_hook.enable_auto_connect = False
+
+
+def autoscaler() -> Autoscaler | None:
+    """What can add nodes to this Ray cluster, or None when nothing can (checked against Ray 2.60).
+
+    No public API says whether an autoscaler runs, let alone what it can add (`ray.autoscaler.sdk`
+    only sends it requests), so this reads what Ray's own libraries read, in order:
+
+    1. The cluster config an autoscaler publishes in the GCS, as Ray Data and Train read it
+       (`ray._private.state`): its node types with their resources and max counts. Ray 2.60's own
+       autoscalers do not publish it yet (later ones do).
+    2. Else the autoscaler monitor's own report. A head started by hand (`ray start --head`, as
+       `corral up` does) runs the monitor without a config: it only mirrors the live nodes, each
+       as a read-only node type `node_<id>` (v1: its status in the internal KV; v2: nodes with no
+       node type name). That is no autoscaler.
+    3. Anything else (a monitor with a config, as `ray up` and KubeRay run it): an autoscaler that
+       does not say what it can add.
+
+    When a Ray upgrade moves these, this raises, and the deployer waits out a deploy's deadline
+    as it did before it could tell (test_deploy_failures' immediate 503 fails first).
+    """
+    import json
+
+    from ray._private import ray_constants
+    from ray._private.state import state
+    from ray._raylet import GCS_AUTOSCALER_STATE_NAMESPACE, GCS_AUTOSCALER_V2_ENABLED_KEY  # type: ignore[attr-defined]
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    config = state.get_cluster_config()
+    if config is not None and config.node_group_configs:
+        return Autoscaler(
+            tuple(
+                NodeType(
+                    group.name,
+                    {k: float(v) for k, v in group.resources.items()},
+                    None if group.max_count < 0 else int(group.max_count),  # -1: no limit
+                )
+                for group in config.node_group_configs
+            ),
+            {k: float(v) for k, v in config.max_resources.items()},
+        )
+    report = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+    if report:
+        read_only = mirrors_live_nodes(json.loads(report))
+    elif _internal_kv_get(GCS_AUTOSCALER_V2_ENABLED_KEY, namespace=GCS_AUTOSCALER_STATE_NAMESPACE) == b"1":
+        read_only = _v2_nodes_untyped()
+    else:
+        read_only = None  # no monitor has reported (yet): cannot tell
+    return None if read_only else Autoscaler()
+
+
+def mirrors_live_nodes(status: dict[str, Any]) -> bool | None:
+    """Whether a v1 autoscaler monitor's status report is that of a monitor without a config: every
+    node type it knows is the read-only type `node_<node id>` of one live node. None: no report yet."""
+    mapping = (status.get("autoscaler_report") or {}).get("node_type_mapping")
+    if not mapping:
+        return None
+    return all(node_type == f"node_{node}" for node, node_type in mapping.items())
+
+
+def _v2_nodes_untyped() -> bool:
+    """Autoscaler v2: a node started by an autoscaler (or KubeRay) carries its node type's name."""
+    from ray.autoscaler.v2.sdk import get_cluster_resource_state
+    from ray.experimental.internal_kv import internal_kv_get_gcs_client
+
+    nodes = get_cluster_resource_state(internal_kv_get_gcs_client()).node_states
+    return all(not node.ray_node_type_name for node in nodes)

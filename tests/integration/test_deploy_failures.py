@@ -121,18 +121,85 @@ def test_a_traffic_change_made_while_a_crashed_replica_is_replaced_waits_for_it(
     assert crashed.status()["status"] == "running"
 
 
-def test_a_pipeline_the_cluster_cannot_place_is_a_503_naming_what_it_lacks_within_the_deadline(
+def _two_gpus() -> dict[str, Any]:
+    spec = _spec({"python": "pipelines.builtin:Select", "config": {"columns": ["x"]}, "placement": "own"})
+    spec["steps"][0]["resources"] = {"num_cpus": 0.1, "num_gpus": 2}  # the session's cluster has one logical GPU
+    return spec
+
+
+NO_AUTOSCALER = "it needs 2 GPUs; the cluster has 1 GPU, and no autoscaler runs that could add a node. Add a node"
+
+
+def test_without_an_autoscaler_a_pipeline_the_cluster_cannot_place_is_a_503_at_once(
     http: httpx.Client, admin_headers: dict[str, str]
 ) -> None:
     from ray import serve
 
-    name = "needs-two-gpus"  # the session's cluster has one logical GPU
-    spec = _spec({"python": "pipelines.builtin:Select", "config": {"columns": ["x"]}, "placement": "own"})
-    spec["steps"][0]["resources"] = {"num_cpus": 0.1, "num_gpus": 2}
-    assert http.put(f"{API}/{name}", json=spec, headers=admin_headers).status_code in (200, 201)
+    name = "needs-two-gpus"
+    assert http.put(f"{API}/{name}", json=_two_gpus(), headers=admin_headers).status_code in (200, 201)
+    started = time.monotonic()
+    reply = http.post(f"{API}/{name}/deploy", json={}, headers=admin_headers)  # no deadline, as a new user sends it
+    took = time.monotonic() - started
+    print(f"FAULT deploy of a 2-GPU step on a 1-GPU cluster, no autoscaler: {reply.status_code} after {took:.2f} s")
+    assert reply.status_code == 503, reply.text
+    assert reply.headers["retry-after"] == "10"
+    assert reply.json()["error"].startswith(f"pipeline '{name}' cannot start: {NO_AUTOSCALER}"), reply.json()["error"]
+    assert took < 2, f"the 503 came after {took:.2f} s"  # the issue's bound: it used to wait the whole deadline
+    assert app_name("default", name) not in serve.status().applications  # nothing submitted
+    assert http.get(f"{API}/{name}", headers=admin_headers).json()["status"] == "undeployed"
+
+
+def test_an_upgrade_the_cluster_cannot_place_is_a_503_at_once_and_the_old_version_keeps_serving(
+    http: httpx.Client, admin_headers: dict[str, str]
+) -> None:
+    name = "grows-to-two-gpus"
+    try:
+        assert _deploy(http, admin_headers, name, GOOD).status_code == 200
+        assert http.put(f"{API}/{name}", json=_two_gpus(), headers=admin_headers).status_code == 201
+        started = time.monotonic()
+        reply = http.post(f"{API}/{name}/deploy", json={}, headers=admin_headers)
+        took = time.monotonic() - started
+        print(f"FAULT upgrade to a 2-GPU step, 1-GPU cluster, no autoscaler: {reply.status_code} after {took:.2f} s")
+        assert reply.status_code == 503, reply.text
+        assert NO_AUTOSCALER in reply.json()["error"], reply.json()["error"]
+        assert took < 2, f"the 503 came after {took:.2f} s"
+        status = http.get(f"{API}/{name}", headers=admin_headers).json()
+        assert (status["status"], status["version"]) == ("running", 1), status
+        served = _infer(http, admin_headers, name)
+        assert served.status_code == 200 and served.json() == [{"x": 2.0}], served.text
+    finally:
+        http.post(f"{API}/{name}/undeploy", headers=admin_headers)
+
+
+@pytest.fixture
+def gpu_autoscaler() -> Iterator[None]:
+    """The cluster config an autoscaler that can add GPU nodes publishes in the GCS (as Ray's
+    autoscaler v2 does from Ray 2.61 on; deployments.ray_private.autoscaler reads it)."""
+    from ray._raylet import GCS_AUTOSCALER_CLUSTER_CONFIG_KEY, GCS_AUTOSCALER_STATE_NAMESPACE
+    from ray.core.generated import autoscaler_pb2
+    from ray.experimental.internal_kv import _internal_kv_del, _internal_kv_put
+
+    config = autoscaler_pb2.ClusterConfig()
+    group = config.node_group_configs.add(name="gpu", min_count=0, max_count=4)
+    group.resources["GPU"] = 1
+    group.resources["CPU"] = 4
+    key, namespace = GCS_AUTOSCALER_CLUSTER_CONFIG_KEY, GCS_AUTOSCALER_STATE_NAMESPACE
+    _internal_kv_put(key, config.SerializeToString(), namespace=namespace)
+    yield
+    _internal_kv_del(key, namespace=namespace)
+
+
+def test_with_an_autoscaler_that_can_add_the_node_the_deploy_waits_its_deadline_then_says_what_it_lacks(
+    http: httpx.Client, admin_headers: dict[str, str], gpu_autoscaler: None
+) -> None:
+    from ray import serve
+
+    name = "waits-for-two-gpus"
+    assert http.put(f"{API}/{name}", json=_two_gpus(), headers=admin_headers).status_code in (200, 201)
     started = time.monotonic()
     reply = http.post(f"{API}/{name}/deploy", json={}, headers={**admin_headers, "x-corral-timeout-ms": "8000"})
     took = time.monotonic() - started
+    print(f"FAULT deploy of a 2-GPU step with an autoscaler that can add GPU nodes: 503 after {took:.1f} s")
     assert reply.status_code == 503, reply.text  # it used to wait in serve.run for as long as the client did
     assert reply.headers["retry-after"] == "10"
     assert reply.json()["error"].startswith(
@@ -150,3 +217,7 @@ def test_a_bad_deploy_deadline_is_a_400_saying_how_to_send_one(
     reply = http.post(f"{API}/deadline-check/deploy", json={}, headers={**admin_headers, "x-corral-timeout-ms": "soon"})
     assert reply.status_code == 400, reply.text
     assert "X-Corral-Timeout-Ms must be a whole number of milliseconds" in reply.json()["error"]
+    longer = {**admin_headers, "x-corral-timeout-ms": "600001"}  # more than the proxy keeps a connection
+    reply = http.post(f"{API}/deadline-check/deploy", json={}, headers=longer)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"].startswith("a deploy waits at most 600 s (X-Corral-Timeout-Ms: 600000)")

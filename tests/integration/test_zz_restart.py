@@ -139,6 +139,8 @@ def test_ten_pipelines_stop_within_30_s_and_a_crash_restores_them_with_an_unplac
     assert reply.status_code == 503, reply.text
     assert reply.headers["retry-after"] == "10"
     assert "pending: needs 1 GPU; the cluster has 0 GPUs" in reply.json()["error"]
+    # Its demand is where an autoscaler looks: a placement group of its startup bundles, unplaced.
+    assert _demand("fleet-gpu") == [("PENDING", [{"CPU": 0.05}, {"CPU": 0.1, "GPU": 1.0}])], _demand("fleet-gpu")
 
     # A GPU node joins: the pending pipeline starts by itself.
     address = ray.get_runtime_context().gcs_address
@@ -154,6 +156,19 @@ def test_ten_pipelines_stop_within_30_s_and_a_crash_restores_them_with_an_unplac
         time.sleep(2)
     assert _infer_scaled(http, admin_headers, "fleet-gpu") == 1.0
     print(f"FAULT pending GPU pipeline running {time.monotonic() - joined_at:.1f} s after a GPU node joined")
+    assert _demand("fleet-gpu") == [], "its placement group must go before it deploys, or it holds the GPU"
+
+
+def _demand(name: str) -> list[tuple[str, list[dict[str, float]]]]:
+    """The state and bundles of the placement groups asking Ray for a pending pipeline (not removed)."""
+    from ray.util import placement_group_table
+
+    groups = placement_group_table().values()
+    return [
+        (g["state"], list(g["bundles"].values()))
+        for g in groups
+        if g["name"] == f"corral-pending:default--{name}" and g["state"] != "REMOVED"
+    ]
 
 
 def _infer_scaled(http: Any, admin_headers: dict[str, str], name: str) -> float:

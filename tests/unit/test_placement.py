@@ -6,12 +6,17 @@ import pytest
 from pydantic import ValidationError
 
 from pipelines.placement import (
+    Autoscaler,
+    NodeType,
+    autoscaler_reach,
     inline_steps,
     own_steps,
+    refusal,
     router_resources,
     router_scaling,
     segments,
     shortfall,
+    startup_bundles,
     startup_needs,
 )
 from pipelines.spec import PipelineSpec, StepSpec
@@ -128,3 +133,76 @@ def test_a_pipeline_that_cannot_be_placed_says_what_it_needs_and_what_the_cluste
         "needs an accelerator of type A100; the cluster has none"
     )
     assert shortfall(_gpu_spec(), {"CPU": 1.0, "GPU": 1.0}) == "needs 1.25 CPUs; the cluster has 1 CPU"
+
+
+def test_startup_bundles_are_one_per_replica_at_min_replicas_as_serve_asks_ray() -> None:
+    spec = PipelineSpec.model_validate(
+        {
+            "steps": [
+                step("pre", resources={"num_cpus": 0.5, "memory": 1000}),
+                step(
+                    "g",
+                    resources={"num_cpus": 1, "num_gpus": 2, "accelerator_type": "T4"},
+                    autoscaling={"min_replicas": 2, "max_replicas": 3},
+                ),
+                step("idle", placement="own", autoscaling={"min_replicas": 0, "max_replicas": 2}),
+            ],
+            "router": {"num_cpus": 0.25, "autoscaling": {"min_replicas": 2, "max_replicas": 2}},
+        }
+    )
+    router = {"CPU": 0.75, "memory": 1000.0}
+    gpu = {"CPU": 1.0, "GPU": 2.0, "accelerator_type:T4": 0.001}
+    assert startup_bundles(spec) == [router, router, gpu, gpu]  # a step at zero replicas asks for nothing
+    assert startup_needs(spec) == {"CPU": 3.5, "GPU": 4.0, "accelerator_type:T4": 0.002}  # memory is not checked
+
+
+def test_a_bundle_that_asks_for_nothing_is_left_out() -> None:
+    spec = PipelineSpec.model_validate({"steps": [step("a", resources={"num_cpus": 0})], "router": {"num_cpus": 0}})
+    assert startup_bundles(spec) == []
+
+
+def test_without_an_autoscaler_a_pipeline_that_does_not_fit_is_refused_naming_what_it_lacks() -> None:
+    assert refusal(_gpu_spec(num_gpus=2), {"CPU": 16.0, "GPU": 1.0}, None) == (
+        "needs 2 GPUs; the cluster has 1 GPU, and no autoscaler runs that could add a node"
+    )
+    assert refusal(_gpu_spec(num_gpus=1), {"CPU": 16.0, "GPU": 1.0}, None) is None, "it fits: nothing to refuse"
+
+
+def test_an_autoscaler_that_does_not_say_what_it_can_add_gets_the_chance_to() -> None:
+    assert refusal(_gpu_spec(num_gpus=64), {"CPU": 16.0}, Autoscaler()) is None
+
+
+GPU_NODES = NodeType("gpu", {"CPU": 8.0, "GPU": 1.0}, max_count=2)
+CPU_NODES = NodeType("cpu", {"CPU": 16.0}, max_count=10)
+
+
+def test_node_types_that_can_supply_the_shortfall_keep_the_deploy_waiting() -> None:
+    autoscaler = Autoscaler((CPU_NODES, GPU_NODES))
+    assert refusal(_gpu_spec(num_gpus=1, replicas=3), {"CPU": 4.0, "GPU": 1.0}, autoscaler) is None  # 1 + 2 GPUs
+    unlimited = Autoscaler((NodeType("gpu", {"GPU": 8.0}, max_count=None),))
+    assert refusal(_gpu_spec(num_gpus=64), {"CPU": 4.0}, unlimited) is None
+
+
+def test_node_types_that_cannot_supply_it_are_a_refusal_saying_how_far_they_reach() -> None:
+    autoscaler = Autoscaler((CPU_NODES, GPU_NODES, NodeType("spare", {"GPU": 4.0}, max_count=0)))
+    assert refusal(_gpu_spec(num_gpus=1, replicas=4), {"CPU": 4.0, "GPU": 1.0}, autoscaler) == (
+        "needs 4 GPUs; the cluster has 1 GPU, and its autoscaler's node types reach at most 3 GPUs"
+    )
+    capped = Autoscaler((NodeType("gpu", {"GPU": 1.0}, max_count=None),), limits={"GPU": 2.0})
+    assert refusal(_gpu_spec(num_gpus=3), {"CPU": 4.0}, capped) == (
+        "needs 3 GPUs; the cluster has 0 GPUs, and its autoscaler's node types reach at most 2 GPUs"
+    )
+    assert autoscaler_reach({"GPU": 5.0}, capped)["GPU"] == 5.0, "a limit never takes away what the cluster has"
+
+
+def test_an_accelerator_type_is_supplied_by_a_node_type_naming_it_or_by_a_gpu_node_naming_none() -> None:
+    a100 = _gpu_spec(accelerator="A100")
+    named = Autoscaler((NodeType("a100", {"GPU": 1.0, "accelerator_type:A100": 1.0}, max_count=1),))
+    assert refusal(a100, {"CPU": 4.0, "GPU": 1.0}, named) is None
+    unnamed = Autoscaler((GPU_NODES,))  # Ray learns a GPU node's accelerator type once it runs
+    assert refusal(a100, {"CPU": 4.0, "GPU": 1.0}, unnamed) is None
+    other = Autoscaler((NodeType("t4", {"GPU": 1.0, "accelerator_type:T4": 1.0}, max_count=4),))
+    assert refusal(a100, {"CPU": 4.0, "GPU": 1.0}, other) == (
+        "needs an accelerator of type A100; the cluster has none, and its autoscaler's node types have no "
+        "accelerator of type A100"
+    )
