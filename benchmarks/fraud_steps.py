@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import pyarrow as pa
-
 from pipelines.builtin import StandardScale, Threshold
-from pipelines.codecs.arrow import STREAM_TYPE, decode_arrow, encode_arrow
-from pipelines.codecs.base import WireFormat
-from pipelines.codecs.records import decode_records, encode_records
+from pipelines.codecs import decode_request, encode_response
+from pipelines.codecs.arrow import STREAM_TYPE
+from pipelines.codecs.records import decode_records
+from pipelines.frame import Data
 from pipelines.onnx_step import OnnxModelStep
+from pipelines.step import run_step_sync
 
 
 class FraudSteps:
@@ -31,18 +31,23 @@ class FraudSteps:
         configs = step_configs(spec)
         return cls(model, configs["scale"], configs["columns"], configs["threshold"])
 
-    def __call__(self, table: pa.Table) -> pa.Table:
-        return self.threshold(self.model(self.scale(table)))
+    def __call__(self, data: Data) -> Data:
+        """The three steps as Corral's inline segment runs them (a Frame takes the fast path)."""
+        for name, step in (("pre", self.scale), ("model", self.model), ("post", self.threshold)):
+            data = run_step_sync(step, data, step_name=name)
+        return data
 
     def infer(self, body: bytes, content_type: str) -> tuple[bytes, str]:
         """One request body in, (reply body, its Content-Type) out: an Arrow stream in, an Arrow
-        stream out; anything else is read as pandas records JSON and answered in kind."""
+        stream out; anything else is read as pandas records JSON and answered in kind. The codecs
+        and paths of Corral's router (frames where the data allows)."""
         if content_type.startswith(STREAM_TYPE):
-            table = self(decode_arrow(body, WireFormat.ARROW_STREAM).table)
-            payload, headers = encode_arrow(table, WireFormat.ARROW_STREAM)
+            decoded = decode_request(body, STREAM_TYPE, {}, max_bytes=1 << 30)
         else:
-            table = self(decode_records(body).table)
-            payload, headers = encode_records(table)
+            decoded = decode_records(body)
+        payload, headers = encode_response(
+            self(decoded.data), decoded, model_name="fraud", model_version="1", parameters={}
+        )
         return payload, headers["content-type"]
 
 
