@@ -21,7 +21,6 @@ from typing import Any, TypeAlias
 import numpy as np
 import pyarrow as pa
 
-from pipelines.errors import StepFailed
 from pipelines.tensors import matrix_to_column, numpy_to_arrow
 
 # numpy kinds a Frame column may have: bool, signed and unsigned integers, floats.
@@ -129,16 +128,6 @@ def concat_tables(items: Iterable[Data]) -> pa.Table:
         if all(f.signature == signature for f in frames[1:]):
             return Frame.concat(frames).to_arrow()
     return pa.concat_tables([as_table(i) for i in items])
-
-
-def checked_frame(result: Frame, rows: int, step_name: str) -> Frame:
-    """The row check of pipelines.step.checked_result, for a step's Frame result."""
-    if result.num_rows != rows:
-        raise StepFailed(
-            f"step {step_name!r} returned {result.num_rows} rows for {rows} input rows: a step must return "
-            "one row per input row (add columns, never drop or add rows)"
-        )
-    return result
 
 
 def _to_arrow(column: np.ndarray) -> pa.Array:

@@ -12,12 +12,12 @@ import importlib
 import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, overload, runtime_checkable
 
 import pyarrow as pa
 
 from pipelines.errors import CorralError, InvalidInput, StepFailed
-from pipelines.frame import Data, Frame, as_table, checked_frame
+from pipelines.frame import Data, Frame, as_table
 
 
 @runtime_checkable
@@ -73,29 +73,25 @@ def run_step_sync(step: Step, table: Data, *, step_name: str) -> Data:
     A Frame goes to the step's `on_frame` (the fast path of built-in and ONNX steps); when the step
     has none, or its `on_frame` answers None (a case the table path decides, errors included), the
     step gets the Frame's table: outputs never depend on the path."""
-    # try/except rather than `with step_errors()`: this runs per step per request, and a generator
-    # context manager costs more than the built-in steps' own work on a small table.
     if isinstance(table, Frame):
         on_frame = getattr(step, "on_frame", None)
-        if on_frame is not None:
-            try:
-                fast = on_frame(table)
-            except CorralError:
-                raise
-            except Exception as exc:
-                raise step_error(step_name, exc) from exc
-            if isinstance(fast, Frame):
-                return checked_frame(fast, table.num_rows, step_name)
-            if fast is not None:
-                return checked_result(fast, table.num_rows, step_name)
+        fast = _guarded(on_frame, table, step_name) if on_frame is not None else None
+        if fast is not None:
+            return checked_result(fast, table.num_rows, step_name)
         table = table.to_arrow()
+    return checked_result(_guarded(step, table, step_name), table.num_rows, step_name)
+
+
+def _guarded(call: Any, data: Data, step_name: str) -> Any:
+    """`call(data)` with what step code raises turned into domain errors naming the step."""
+    # try/except rather than `with step_errors()`: this runs per step per request, and a generator
+    # context manager costs more than the built-in steps' own work on a small table.
     try:
-        result = step(table)
+        return call(data)
     except CorralError:
         raise
     except Exception as exc:
         raise step_error(step_name, exc) from exc
-    return checked_result(result, table.num_rows, step_name)
 
 
 def step_error(step_name: str, exc: Exception) -> CorralError:
@@ -121,14 +117,19 @@ def is_async_step(step: Step) -> bool:
     return inspect.iscoroutinefunction(type(step).__call__)
 
 
-def checked_result(result: Any, rows: int, step_name: str) -> pa.Table:
-    """A step's result as a table with one row per input row, or a StepFailed naming the step.
+@overload
+def checked_result(result: Frame, rows: int, step_name: str) -> Frame: ...
+@overload
+def checked_result(result: Any, rows: int, step_name: str) -> pa.Table: ...
+def checked_result(result: Any, rows: int, step_name: str) -> Data:
+    """A step's result as a table (or a Frame from a fast path) with one row per input row, or a
+    StepFailed naming the step.
 
     Rows map one to one through a pipeline: replies, log rows and micro-batches rely on it.
     """
     if isinstance(result, pa.RecordBatch):
         result = pa.Table.from_batches([result])
-    if not isinstance(result, pa.Table):
+    if not isinstance(result, pa.Table | Frame):
         raise StepFailed(
             f"step {step_name!r} returned {type(result).__name__}, not a pyarrow.Table: make the step return a table"
         )
