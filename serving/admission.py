@@ -74,12 +74,10 @@ class Admission:
         """When a request read now arrived (time.monotonic): now, less the loop's current delay."""
         return time.monotonic() - self.loop_delay_s
 
-    def remaining_s(self, timeout_s: float, arrived_at: float | None = None) -> float:
+    def remaining_s(self, timeout_s: float, arrived_at: float) -> float:
         """What is left of a `timeout_s` budget that started when the request arrived (`arrived_at`,
-        time.monotonic; default `arrival()`)."""
-        now = time.monotonic()
-        started = arrived_at if arrived_at is not None else now - self.loop_delay_s
-        return timeout_s - (now - started)
+        time.monotonic, as `arrival()` gives it)."""
+        return timeout_s - (time.monotonic() - arrived_at)
 
     def expected_wait_s(self) -> float:
         """How long a request admitted now would wait behind those in flight (0 when unknown)."""

@@ -105,14 +105,14 @@ class HttpEdge:
             return reply
 
     async def _admitted_infer(
-        self, headers: dict[str, str], body: bytes, config: RouterConfig, arrived_at: float | None = None
+        self, headers: dict[str, str], body: bytes, config: RouterConfig, arrived_at: float | None
     ) -> Reply:
         """`_infer` within the replica's queue bound and the request's deadline, counted from its
         arrival (serving.admission)."""
         if self.admission is None:
             return await self._infer(headers, body, config)
         timeout_s = self.admission.timeout_s(headers)
-        remaining_s = self.admission.remaining_s(timeout_s, arrived_at)
+        remaining_s = self.admission.remaining_s(timeout_s, arrived_at or self.admission.arrival())
         self.admission.admit(remaining_s)
         try:
             async with asyncio.timeout(remaining_s):

@@ -182,7 +182,7 @@ def test_the_budget_counts_from_arrival_less_the_event_loops_delay() -> None:
     assert 0.25 < admission.remaining_s(0.8, arrived_at=now - 0.5) <= 0.3 + 1e-9
     admission.loop_delay_s = 0.4  # as the probe would have measured it
     assert admission.arrival() <= time.monotonic() - 0.4
-    assert 0.55 < admission.remaining_s(1.0) <= 0.6 + 1e-9  # float rounding of the subtraction
+    assert 0.55 < admission.remaining_s(1.0, admission.arrival()) <= 0.6 + 1e-9  # float rounding of the subtraction
 
 
 def test_with_too_few_recent_completions_nothing_is_shed_on_the_wait_estimate() -> None:
